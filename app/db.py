@@ -1,0 +1,126 @@
+"""The MongoDB client's lifecycle, the embedded development store, and the readiness ping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from app.config import Settings
+
+log = logging.getLogger("orgsvc.db")
+
+
+def make_client(url: str, settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """One client per process; short timeouts so an outage is a quick 503, not a hang."""
+    timeout = settings.mongodb_timeout_ms
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout,
+        connectTimeoutMS=timeout,
+        socketTimeoutMS=max(timeout * 4, 10_000),
+        maxPoolSize=settings.mongodb_max_pool_size,
+        retryWrites=False,  # nx-27017 and standalone mongod have no sessions to retry with
+        appname="orgsvc",
+    )
+
+
+async def ping(client: AsyncMongoClient[dict[str, Any]]) -> bool:
+    """True when the server answers a ping."""
+    try:
+        await client.admin.command("ping")
+    except PyMongoError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedMongo:
+    """An `nx-27017` wire-protocol server in file mode, on loopback, as a child process.
+
+    For development and tests only: it is SQLite underneath, without transactions or
+    replication. Its data, pid file and log file live under `data_dir`.
+    """
+
+    def __init__(self, data_dir: str | Path, *, port: int = 0, name: str = "orgsvc") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.db_file = self.data_dir / f"{name}.db"
+        self.pid_file = self.data_dir / "nx-27017.pid"
+        self.log_file = self.data_dir / "nx-27017.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "nx_27017.nx_27017",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--db", str(self.db_file),
+            "--pid-file", str(self.pid_file),
+            "--log-file", str(self.log_file),
+        ]  # fmt: skip
+
+    async def start(self, *, timeout: float = 30.0) -> None:
+        """Start the server and wait until it answers a ping."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"nx-27017 exited with {self.process.returncode}; see {self.log_file}")
+            if await self._answers():
+                return
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError(f"nx-27017 did not answer on port {self.port} within {timeout}s")
+
+    async def _answers(self) -> bool:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            self.url, serverSelectionTimeoutMS=300, connectTimeoutMS=300
+        )
+        try:
+            return await ping(client)
+        finally:
+            await client.close()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s; the pid file goes with it."""
+        proc, self.process = self.process, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.pid_file)

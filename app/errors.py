@@ -1,0 +1,132 @@
+"""Domain errors with their HTTP status and stable code; one set of handlers renders them all."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("orgsvc.errors")
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a human sentence (or FastAPI's list for 422) and a stable code."""
+
+    detail: str | list[dict[str, Any]]
+    code: str
+
+
+class AppError(Exception):
+    """An error a caller can act on; rendered as `{detail, code}` with `status`."""
+
+    status: int = 400
+    code: str = "bad_request"
+    detail: str = "Bad request."
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+        self.headers = headers
+
+
+class Unauthorized(AppError):
+    status, code, detail = 401, "not_authenticated", "Missing or invalid bearer token."
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None):
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+        if code:
+            self.code = code
+
+
+class InvalidCredentials(AppError):
+    status, code, detail = 401, "invalid_credentials", "Incorrect email or password."
+
+
+class Forbidden(AppError):
+    status, code, detail = 403, "forbidden", "This organization is not yours."
+
+
+class NotFound(AppError):
+    status, code, detail = 404, "not_found", "Organization not found."
+
+
+class OrganizationExists(AppError):
+    status, code, detail = 409, "organization_exists", "An organization with this name exists."
+
+
+class EmailTaken(AppError):
+    status, code, detail = 409, "email_taken", "This email is already registered."
+
+
+class OperationInProgress(AppError):
+    status, code = 409, "operation_in_progress"
+    detail = "Another change to this organization is in progress; retry shortly."
+
+
+class InvalidInput(AppError):
+    status, code, detail = 422, "validation_error", "Invalid input."
+
+
+class DatabaseUnavailable(AppError):
+    status, code, detail = 503, "database_unavailable", "The database is unavailable."
+
+
+def _body(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content=jsonable_encoder({"detail": detail, "code": code}),
+        headers=headers,
+    )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, expected or not, in the contract's `{detail, code}` shape."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return _body(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            # Never echo the offending input back: it may be a password.
+            errors.append({k: v for k, v in err.items() if k not in ("input", "ctx", "url")})
+        return _body(422, "validation_error", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return _body(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ServerSelectionTimeoutError)
+    @app.exception_handler(ConnectionFailure)
+    @app.exception_handler(AutoReconnect)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _body(503, "database_unavailable", DatabaseUnavailable.detail)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _body(500, "internal_error", "Internal server error.")

@@ -1,0 +1,115 @@
+"""create_app(): the lifespan (client, indexes, reconciler), routers and error handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from app.api import admin, health, org
+from app.config import Settings, get_settings
+from app.db import EmbeddedMongo, make_client
+from app.errors import install_error_handlers
+from app.faults import FaultInjector
+from app.security.passwords import PasswordHasher
+from app.security.tokens import TokenManager
+from app.services.auth import AuthService
+from app.services.context import OperationContext, Stores
+from app.services.organizations import OrganizationService
+from app.services.reconciler import Reconciler
+from app.state import AppState
+
+log = logging.getLogger("orgsvc")
+
+Client = AsyncMongoClient[dict[str, Any]]
+
+
+async def _open_client(settings: Settings) -> tuple[Client, EmbeddedMongo | None]:
+    if settings.mongodb_url is not None:
+        return make_client(settings.mongodb_url.get_secret_value(), settings), None
+    embedded = EmbeddedMongo(settings.embedded_data_dir, port=settings.embedded_port)
+    log.warning(
+        "MONGODB_URL is not set: starting an embedded nx-27017 store (SQLite, data in %s, "
+        "port %d). This is for development only, NOT for production.",
+        embedded.data_dir,
+        embedded.port,
+    )
+    await embedded.start()
+    return make_client(embedded.url, settings), embedded
+
+
+def build_state(settings: Settings, client: Client) -> AppState:
+    """Wire the stores and services of one process over `client`."""
+    stores = Stores.over(client[settings.mongodb_db])
+    ctx = OperationContext(
+        settings=settings,
+        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        fault=FaultInjector(settings.fault_point_set),
+    )
+    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
+    tokens = TokenManager(
+        secret=settings.jwt_secret.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        expires_minutes=settings.jwt_expires_minutes,
+    )
+    return AppState(
+        settings=settings,
+        client=client,
+        stores=stores,
+        hasher=hasher,
+        tokens=tokens,
+        orgs=OrganizationService(stores, ctx, hasher),
+        auth=AuthService(stores, hasher, tokens),
+        reconciler=Reconciler(stores, ctx),
+    )
+
+
+def create_app(settings: Settings | None = None, *, client: Client | None = None) -> FastAPI:
+    """The ASGI app. Tests may hand in their own settings and client (e.g. an in-memory double)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded = None
+        own_client = client is None
+        if client is None:
+            the_client, embedded = await _open_client(settings)
+        else:
+            the_client = client
+        state = build_state(settings, the_client)
+        try:
+            await state.stores.ensure_indexes()
+            await state.hasher.dummy_hash()
+            fixed = await state.reconciler.run_once()
+            if fixed:
+                log.info("start-up reconcile: %s", dict(fixed))
+            state.reconciler.start()
+            app.state.svc = state
+            yield
+        finally:
+            await state.reconciler.stop()
+            state.hasher.close()
+            if own_client:
+                await the_client.close()
+            if embedded is not None:
+                await embedded.stop()
+
+    app = FastAPI(
+        title="Organization service",
+        version="1.0.0",
+        summary="Organizations, their tenant collections, and admin login with JWTs.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(org.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,69 @@
+"""Organization name -> slug -> collection name: the contract's slug rules in one place.
+
+The slug is the only thing from a request that ever becomes part of a MongoDB namespace, and it
+is built from letters, digits and `_` alone, so `$`, `.`, the null character and a `system.`
+prefix can never reach a namespace whatever the caller sends.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+COLLECTION_PREFIX = "org_"
+MAX_NAME_CHARS = 200
+# MongoDB (4.4+) limits a namespace, "<db>.<collection>", to 255 bytes.
+MAX_NAMESPACE_BYTES = 255
+
+_SEPARATOR_RUN = re.compile(r"_+")
+
+
+class InvalidName(ValueError):
+    """The organization name cannot become a slug or a namespace."""
+
+
+def slugify(name: str) -> str:
+    """NFKC-normalise and casefold `name`, collapse every run of non-alphanumerics to `_`, trim."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    chars = [ch if ch.isalnum() else "_" for ch in text]
+    return _SEPARATOR_RUN.sub("_", "".join(chars)).strip("_")
+
+
+def collection_for(slug: str) -> str:
+    """The tenant collection of an organization whose slug is `slug`."""
+    return COLLECTION_PREFIX + slug
+
+
+def max_slug_bytes(db_name: str) -> int:
+    """The longest slug (in UTF-8 bytes) whose namespace still fits MongoDB's limit."""
+    return MAX_NAMESPACE_BYTES - len(db_name.encode()) - 1 - len(COLLECTION_PREFIX)
+
+
+def validate_name(name: str, *, db_name: str) -> str:
+    """Return the slug of `name`, or raise InvalidName with a reason a caller can act on."""
+    if not name.strip():
+        raise InvalidName("organization_name must not be blank")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidName(f"organization_name must be at most {MAX_NAME_CHARS} characters")
+    if "\x00" in name:
+        raise InvalidName("organization_name must not contain the null character")
+    slug = slugify(name)
+    if not slug:
+        raise InvalidName("organization_name must contain at least one letter or digit")
+    if len(slug.encode()) > max_slug_bytes(db_name):
+        raise InvalidName("organization_name is too long for a MongoDB namespace")
+    assert_safe_collection(collection_for(slug))
+    return slug
+
+
+def assert_safe_collection(collection: str) -> None:
+    """Last line of defence before any DDL: a namespace-breaking collection name is a bug."""
+    if (
+        not collection.startswith(COLLECTION_PREFIX)
+        or "$" in collection
+        or "." in collection
+        or "\x00" in collection
+        or collection.startswith("system.")
+        or slugify(collection) != collection
+    ):
+        raise InvalidName(f"unsafe collection name {collection!r}")

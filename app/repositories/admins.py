@@ -1,0 +1,38 @@
+"""The `admins` collection: login identities, with their bcrypt hash. Never returned to callers."""
+
+from __future__ import annotations
+
+from app.repositories.base import Collection, Database, Doc
+
+
+class AdminRepository:
+    """Admins, unique by lower-cased email across all organizations."""
+
+    def __init__(self, db: Database) -> None:
+        self.col: Collection = db["admins"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("email_lower", unique=True)
+        await self.col.create_index("organization_id")
+
+    async def insert(self, doc: Doc) -> None:
+        await self.col.insert_one(doc)
+
+    async def by_email(self, email: str) -> Doc | None:
+        return await self.col.find_one(
+            {"email_lower": email.lower()},
+            {"password_hash": 1, "organization_id": 1},
+        )
+
+    async def email_in_use(self, email: str, *, other_than: str) -> bool:
+        doc = await self.col.find_one({"email_lower": email.lower()}, {"_id": 1})
+        return doc is not None and doc["_id"] != other_than
+
+    async def update(self, admin_id: str, fields: Doc) -> None:
+        await self.col.update_one({"_id": admin_id}, {"$set": fields})
+
+    async def delete_of_org(self, org_id: str) -> None:
+        await self.col.delete_many({"organization_id": org_id})
+
+    async def delete(self, admin_id: str) -> None:
+        await self.col.delete_one({"_id": admin_id})

@@ -1,0 +1,39 @@
+"""Shared types for repositories: the only code that speaks to MongoDB."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+Doc = dict[str, Any]
+Database = AsyncDatabase[Doc]
+Collection = AsyncCollection[Doc]
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, at the millisecond precision MongoDB stores."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A datetime read back from the store, in UTC.
+
+    nx-27017 (the test server) stores a datetime written with `$set` as a string, and the
+    in-memory double drops the timezone; both read back here as aware UTC datetimes.
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def epoch_ms(offset_seconds: float = 0.0) -> int:
+    """Now plus an offset, in integer epoch milliseconds: a time that must be compared in queries.
+
+    Integers compare the same on every store (nx-27017 turns `$set` datetimes into strings).
+    """
+    return int(time.time() * 1000 + offset_seconds * 1000)

@@ -1,0 +1,123 @@
+"""Request and response models: validation at the edge, including byte lengths and Unicode."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+
+from app.names import MAX_NAME_CHARS
+from app.security.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+
+
+def _password_bytes(value: str) -> str:
+    size = len(value.encode("utf-8"))
+    if size < MIN_PASSWORD_BYTES or size > MAX_PASSWORD_BYTES:
+        raise ValueError(
+            f"password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8 "
+            f"(got {size})"
+        )
+    if "\x00" in value:
+        raise ValueError("password must not contain the null character")
+    return value
+
+
+def _no_null(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain the null character")
+    return value
+
+
+# strict=True: `{"$ne": null}` or a number where a string belongs is a 422, never coerced.
+Password = Annotated[
+    str, StringConstraints(strict=True), AfterValidator(_password_bytes), Field(examples=["s3cret-pass"])
+]
+OrganizationName = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=MAX_NAME_CHARS),
+    AfterValidator(_no_null),
+    Field(examples=["Acme Corp"]),
+]
+Email = Annotated[EmailStr, Field(max_length=254, examples=["admin@acme.com"])]
+UtcTime = Annotated[
+    datetime, PlainSerializer(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", return_type=str)
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class OrganizationCreate(StrictModel):
+    """Body of `POST /org/create`."""
+
+    organization_name: OrganizationName
+    email: Email
+    password: Password
+
+
+class OrganizationUpdate(StrictModel):
+    """Body of `PUT /org/update`: new values for the caller's organization, at least one."""
+
+    organization_name: OrganizationName | None = None
+    email: Email | None = None
+    password: Password | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> OrganizationUpdate:
+        if self.organization_name is None and self.email is None and self.password is None:
+            raise ValueError("give at least one of organization_name, email, password")
+        return self
+
+
+class LoginRequest(StrictModel):
+    """Body of `POST /admin/login`."""
+
+    email: Email
+    # Any length is accepted here so that a wrong-length password is a plain 401, not a hint.
+    password: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1024)]
+
+
+class AdminRead(BaseModel):
+    admin_id: str
+    email: str
+
+
+class OrganizationRead(BaseModel):
+    """The organization object of the contract."""
+
+    organization_id: str
+    organization_name: str
+    slug: str
+    collection_name: str
+    admin: AdminRead
+    created_at: UtcTime
+    updated_at: UtcTime
+
+
+class TokenResponse(BaseModel):
+    """A fresh access token."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    admin_id: str
+    organization_id: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"

@@ -1,0 +1,66 @@
+"""bcrypt, off the event loop, in a bounded pool so logins queue instead of stalling requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import bcrypt
+
+MIN_PASSWORD_BYTES = 8
+MAX_PASSWORD_BYTES = 72  # bcrypt ignores everything past 72 bytes: refuse it instead
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords in a thread pool of `workers` threads (bcrypt drops the GIL)."""
+
+    def __init__(self, *, rounds: int, workers: int) -> None:
+        self.rounds = rounds
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self._dummy_hash: bytes | None = None
+        self.queued = 0  # calls waiting for or running in the pool
+        self.observers: list[Any] = []  # callables(wait_seconds) for metrics
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        submitted = time.perf_counter()
+
+        def timed() -> Any:
+            waited = time.perf_counter() - submitted
+            for observe in self.observers:
+                observe(waited)
+            return fn(*args)
+
+        self.queued += 1
+        try:
+            return await loop.run_in_executor(self._pool, timed)
+        finally:
+            self.queued -= 1
+
+    async def hash(self, password: str) -> str:
+        """bcrypt hash of `password` at the configured cost."""
+        salt = bcrypt.gensalt(rounds=self.rounds)
+        hashed: bytes = await self._run(bcrypt.hashpw, password.encode(), salt)
+        return hashed.decode()
+
+    async def verify(self, password: str, hashed: str | None) -> bool:
+        """True when `password` matches `hashed`; with no hash, spends the same time and is False."""
+        if hashed is None:
+            await self._run(bcrypt.checkpw, password.encode(), await self.dummy_hash())
+            return False
+        ok: bool = await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
+        return ok
+
+    async def dummy_hash(self) -> bytes:
+        """A hash of a random password at the configured cost, made once, for unknown emails."""
+        if self._dummy_hash is None:
+            salt = bcrypt.gensalt(rounds=self.rounds)
+            self._dummy_hash = await self._run(bcrypt.hashpw, b"dummy-password-for-timing", salt)
+        return self._dummy_hash
+
+    def close(self) -> None:
+        """Stop the pool after running calls finish."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

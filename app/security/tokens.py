@@ -1,0 +1,103 @@
+"""JWT issue and verify with PyJWT: HS256 pinned, `iss` and `aud` checked, claims required."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
+
+
+class InvalidToken(Exception):
+    """The token is malformed, tampered, expired, or not meant for us."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified token says about its bearer."""
+
+    admin_id: str
+    organization_id: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    version: int
+
+
+class TokenManager:
+    """Issues and verifies the service's access tokens."""
+
+    def __init__(self, *, secret: str, issuer: str, audience: str, expires_minutes: int) -> None:
+        self._secret = secret
+        self.issuer = issuer
+        self.audience = audience
+        self.lifetime_seconds = expires_minutes * 60
+
+    def issue(self, *, admin_id: str, organization_id: str, version: int) -> tuple[str, TokenClaims]:
+        """A signed token for this admin, and its claims."""
+        now = int(time.time())
+        claims = TokenClaims(
+            admin_id=admin_id,
+            organization_id=organization_id,
+            jti=uuid.uuid4().hex,
+            issued_at=now,
+            expires_at=now + self.lifetime_seconds,
+            version=version,
+        )
+        payload: dict[str, Any] = {
+            "sub": admin_id,
+            "admin_id": admin_id,
+            "organization_id": organization_id,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "ver": version,
+        }
+        return jwt.encode(payload, self._secret, algorithm=ALGORITHM), claims
+
+    def verify(self, token: str) -> TokenClaims:
+        """The claims of a valid token; InvalidToken for anything else."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc
+        try:
+            if payload["sub"] != payload["admin_id"]:
+                raise InvalidToken("sub does not match admin_id")
+            return TokenClaims(
+                admin_id=_text(payload["admin_id"]),
+                organization_id=_text(payload["organization_id"]),
+                jti=_text(payload["jti"]),
+                issued_at=int(payload["iat"]),
+                expires_at=int(payload["exp"]),
+                version=_integer(payload["ver"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidToken("malformed claims") from exc
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise ValueError("claim must be a short string")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("claim must be an integer")
+    return value

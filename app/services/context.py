@@ -1,0 +1,51 @@
+"""The stores and helpers a service needs, built once per process in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.faults import FaultInjector
+from app.repositories.admins import AdminRepository
+from app.repositories.base import Database
+from app.repositories.claims import ClaimRepository
+from app.repositories.operations import OperationRepository
+from app.repositories.organizations import OrganizationRepository
+from app.repositories.tenants import TenantCollections
+
+
+@dataclass(slots=True)
+class Stores:
+    """Every repository, over one database."""
+
+    orgs: OrganizationRepository
+    admins: AdminRepository
+    claims: ClaimRepository
+    ops: OperationRepository
+    tenants: TenantCollections
+
+    @classmethod
+    def over(cls, db: Database) -> Stores:
+        return cls(
+            orgs=OrganizationRepository(db),
+            admins=AdminRepository(db),
+            claims=ClaimRepository(db),
+            ops=OperationRepository(db),
+            tenants=TenantCollections(db),
+        )
+
+    async def ensure_indexes(self) -> None:
+        """Create every index the service relies on (idempotent; run at start-up)."""
+        await self.orgs.ensure_indexes()
+        await self.admins.ensure_indexes()
+        await self.claims.ensure_indexes()
+        await self.ops.ensure_indexes()
+
+
+@dataclass(slots=True)
+class OperationContext:
+    """What a multi-step operation needs besides the stores."""
+
+    settings: Settings
+    owner: str  # this process's identity, recorded on the operations it holds
+    fault: FaultInjector

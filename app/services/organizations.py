@@ -1,0 +1,226 @@
+"""Organization rules: create, rename, update, delete. Raises domain errors, never HTTP ones."""
+
+from __future__ import annotations
+
+import uuid
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from app.errors import (
+    EmailTaken,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OperationInProgress,
+    OrganizationExists,
+)
+from app.names import InvalidName, collection_for, validate_name
+from app.repositories.base import Doc, utcnow
+from app.repositories.organizations import ACTIVE, CREATING, DELETING
+from app.schemas import OrganizationCreate, OrganizationUpdate
+from app.security.passwords import PasswordHasher
+from app.services.context import OperationContext, Stores
+from app.services.steps import complete_delete, complete_rename, undo_create
+
+
+def _name_error(exc: InvalidName) -> InvalidInput:
+    return InvalidInput(
+        [{"type": "value_error", "loc": ["organization_name"], "msg": str(exc)}]  # type: ignore[arg-type]
+    )
+
+
+class OrganizationService:
+    """Multi-step organization changes, each recorded as an intent before it acts."""
+
+    def __init__(self, stores: Stores, ctx: OperationContext, hasher: PasswordHasher) -> None:
+        self.stores = stores
+        self.ctx = ctx
+        self.hasher = hasher
+
+    def slug_of(self, name: str) -> str:
+        """The slug of `name`, or a 422."""
+        try:
+            return validate_name(name, db_name=self.ctx.settings.mongodb_db)
+        except InvalidName as exc:
+            raise _name_error(exc) from exc
+
+    async def _start(self, op: Doc) -> None:
+        await self.stores.ops.start(
+            op, owner=self.ctx.owner, lease_seconds=self.ctx.settings.operation_lease_seconds
+        )
+
+    # ---------------------------------------------------------------- create
+    async def create(self, body: OrganizationCreate) -> Doc:
+        """Create the organization, its admin and its empty tenant collection, or nothing."""
+        s, fault = self.stores, self.ctx.fault
+        slug = self.slug_of(body.organization_name)
+        # Friendly early answers; the unique indexes below are the real guards.
+        if await s.claims.owner(slug) is not None:
+            raise OrganizationExists()
+        if await s.admins.email_in_use(body.email, other_than=""):
+            raise EmailTaken()
+        password_hash = await self.hasher.hash(body.password)
+
+        now = utcnow()
+        org_id, admin_id, op_id = str(ObjectId()), str(ObjectId()), uuid.uuid4().hex
+        op = {
+            "_id": op_id,
+            "kind": "create",
+            "organization_id": org_id,
+            "admin_id": admin_id,
+            "slug": slug,
+        }
+        await self._start(op)
+        fault("create.after_intent")
+        try:
+            try:
+                await s.claims.claim(slug, org_id=org_id, op_id=op_id)
+            except DuplicateKeyError:
+                await s.ops.finish(op_id)
+                raise OrganizationExists() from None
+            fault("create.after_claim")
+            org: Doc = {
+                "_id": org_id,
+                "organization_name": body.organization_name,
+                "slug": slug,
+                "collection_name": collection_for(slug),
+                "status": CREATING,
+                "pending_op": op_id,
+                "admin": {"admin_id": admin_id, "email": body.email, "token_version": 0},
+                "created_at": now,
+                "updated_at": now,
+            }
+            await s.orgs.insert(org)
+            fault("create.after_org")
+            try:
+                await s.admins.insert(
+                    {
+                        "_id": admin_id,
+                        "email": body.email,
+                        "email_lower": body.email.lower(),
+                        "organization_id": org_id,
+                        "password_hash": password_hash,
+                        "created_at": now,
+                    }
+                )
+            except DuplicateKeyError:
+                await undo_create(s, op)
+                raise EmailTaken() from None
+            fault("create.after_admin")
+            await s.tenants.create(collection_for(slug))
+            fault("create.after_collection")
+            await s.orgs.activate(org_id, op_id=op_id)
+            fault("create.after_activate")
+            await s.ops.finish(op_id)
+        except (OrganizationExists, EmailTaken):
+            raise
+        except Exception:
+            # Best effort now; if this fails too, the reconciler undoes it when the lease ends.
+            await undo_create(s, op)
+            raise
+        org["status"], org["pending_op"] = ACTIVE, None
+        return org
+
+    # ---------------------------------------------------------------- lookups
+    async def get_for(self, caller_org: Doc, name: str) -> Doc:
+        """The organization named `name`, which must be the caller's."""
+        slug = self.slug_of(name)
+        if slug == caller_org["slug"]:
+            return caller_org  # what authentication just read: no second round trip
+        if await self.stores.orgs.get_active_by_slug(slug) is None:
+            raise NotFound()
+        raise Forbidden()
+
+    # ---------------------------------------------------------------- update / rename
+    async def update(self, caller_org: Doc, body: OrganizationUpdate) -> Doc:
+        """Apply a new name, email and/or password to the caller's organization."""
+        s = self.stores
+        org_id, admin_id = caller_org["_id"], caller_org["admin"]["admin_id"]
+        new_slug = self.slug_of(body.organization_name) if body.organization_name else None
+        renaming = new_slug is not None and new_slug != caller_org["slug"]
+        if renaming and await s.claims.owner(new_slug or "") is not None:
+            raise OrganizationExists()
+        if body.email is not None and await s.admins.email_in_use(body.email, other_than=admin_id):
+            raise EmailTaken()
+        password_hash = await self.hasher.hash(body.password) if body.password else None
+
+        org = caller_org
+        if body.organization_name is not None:
+            if renaming:
+                org = await self.rename(caller_org, body.organization_name, new_slug or "")
+            else:
+                org = await self._set(org_id, {"organization_name": body.organization_name})
+        if body.email is not None:
+            try:
+                await s.admins.update(
+                    admin_id, {"email": body.email, "email_lower": body.email.lower()}
+                )
+            except DuplicateKeyError:
+                if renaming:  # lost an email race after renaming: put the name back
+                    await self.rename(org, caller_org["organization_name"], caller_org["slug"])
+                raise EmailTaken() from None
+            org = await self._set(org_id, {"admin.email": body.email})
+        if password_hash is not None:
+            # Revoke first: a crash between the two writes leaves old tokens dead, never alive.
+            await s.orgs.bump_token_version(org_id, admin_id=admin_id)
+            await s.admins.update(admin_id, {"password_hash": password_hash})
+            org = await self._set(org_id, {})
+        return org
+
+    async def _set(self, org_id: str, fields: Doc) -> Doc:
+        org = await self.stores.orgs.set_fields(org_id, fields)
+        if org is None:
+            raise NotFound()
+        return org
+
+    async def rename(self, org: Doc, new_name: str, new_slug: str) -> Doc:
+        """Move the organization to `new_slug`: claim it, renameCollection, switch, free the old."""
+        s, fault = self.stores, self.ctx.fault
+        op_id = uuid.uuid4().hex
+        op = {
+            "_id": op_id,
+            "kind": "rename",
+            "organization_id": org["_id"],
+            "from_slug": org["slug"],
+            "to_slug": new_slug,
+            "to_name": new_name,
+        }
+        await self._start(op)
+        locked = await s.orgs.lock(org["_id"], op_id=op_id)
+        if locked is None:
+            await s.ops.finish(op_id)
+            raise OperationInProgress()
+        fault("rename.after_lock")
+        try:
+            await s.claims.claim(new_slug, org_id=org["_id"], op_id=op_id)
+        except DuplicateKeyError:
+            await s.orgs.unlock(org["_id"], op_id=op_id)
+            await s.ops.finish(op_id)
+            raise OrganizationExists() from None
+        fault("rename.after_claim")
+        await complete_rename(s, op, locked, fault)
+        renamed = await s.orgs.get_active(org["_id"])
+        if renamed is None:
+            raise NotFound()
+        return renamed
+
+    # ---------------------------------------------------------------- delete
+    async def delete(self, caller_org: Doc, name: str) -> None:
+        """Delete the caller's organization: tenant collection, admins, record, name."""
+        s = self.stores
+        target = await self.get_for(caller_org, name)
+        op_id = uuid.uuid4().hex
+        op = {
+            "_id": op_id,
+            "kind": "delete",
+            "organization_id": target["_id"],
+            "slug": target["slug"],
+        }
+        await self._start(op)
+        locked = await s.orgs.lock(target["_id"], op_id=op_id, status=DELETING)
+        if locked is None:
+            await s.ops.finish(op_id)
+            raise OperationInProgress()
+        self.ctx.fault("delete.after_lock")
+        await complete_delete(s, op, locked, self.ctx.fault)
