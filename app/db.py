@@ -74,7 +74,7 @@ class EmbeddedMongo:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "nx_27017.nx_27017",
+            sys.executable, "-m", "app.nxserver",
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--db", str(self.db_file),

@@ -39,7 +39,7 @@ class OrganizationRepository:
     async def activate(self, org_id: str, *, op_id: str) -> bool:
         res = await self.col.update_one(
             {"_id": org_id, "pending_op": op_id, "status": CREATING},
-            {"$set": {"status": ACTIVE, "pending_op": None, "updated_at": utcnow()}},
+            {"$set": {"status": ACTIVE, "pending_op": None}},
         )
         return res.modified_count == 1
 

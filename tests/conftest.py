@@ -1,0 +1,74 @@
+"""Stores for tests: an in-memory double for logic, a real nx-27017 server for the database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from mongomock_motor import AsyncMongoMockClient
+from pymongo import AsyncMongoClient
+
+from app.config import Settings
+from app.db import EmbeddedMongo
+from tests.helpers import app_client, make_settings, start_nx, stop_process
+
+
+@pytest.fixture(scope="session")
+def nx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    """One nx-27017 wire-protocol server (file mode, loopback, free port) for the session."""
+    server = EmbeddedMongo(tmp_path_factory.mktemp("nx"))
+    proc = start_nx(server)
+    yield server
+    stop_process(proc)
+
+
+@pytest.fixture
+def db_name() -> str:
+    return "t_" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def nx_client(nx_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient[Any]]:
+    """A client on the shared server; the server starts each test empty.
+
+    nx-27017 in file mode keeps every logical database in one file, so names alone do not
+    isolate tests: every collection is dropped before the test.
+    """
+    client: AsyncMongoClient[Any] = AsyncMongoClient(nx_server.url, tz_aware=True)
+    for name in await client["any"].list_collection_names():
+        await client["any"].drop_collection(name)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def settings(db_name: str) -> Settings:
+    return make_settings(mongodb_db=db_name)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over the in-memory double (fast logic tests)."""
+    async with app_client(settings, AsyncMongoMockClient(tz_aware=True)) as (http, _):
+        yield http
+
+
+@pytest.fixture
+async def real_api(
+    settings: Settings, nx_client: AsyncMongoClient[Any]
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app over the real nx-27017 server."""
+    async with app_client(settings, nx_client) as pair:
+        yield pair
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path

@@ -1,0 +1,130 @@
+"""Token attacks: each is a 401 with `WWW-Authenticate: Bearer`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from app.security.tokens import InvalidToken, TokenManager
+from tests.helpers import TEST_SECRET, bearer, create_and_login
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+async def get_with(api: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await api.get("/org/get", params={"organization_name": "Acme"}, headers=bearer(token))
+
+
+def assert_401(res: httpx.Response) -> None:
+    assert res.status_code == 401, res.text
+    assert res.headers["www-authenticate"] == "Bearer"
+    assert res.json()["code"] in {"invalid_token", "token_revoked", "not_authenticated"}
+
+
+@pytest.fixture
+async def token(api: httpx.AsyncClient) -> str:
+    _, token = await create_and_login(api, "Acme", "a@acme.com")
+    assert (await get_with(api, token)).status_code == 200
+    return token
+
+
+async def test_claims_are_the_contracts(token: str) -> None:
+    claims = claims_of(token)
+    for key in ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud"]:
+        assert key in claims
+    assert claims["sub"] == claims["admin_id"]
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+
+
+async def test_tampered_payload(api: httpx.AsyncClient, token: str) -> None:
+    header, _, sig = token.split(".")
+    claims = claims_of(token)
+    claims["organization_id"] = "000000000000000000000000"
+    assert_401(await get_with(api, f"{header}.{b64(claims)}.{sig}"))
+
+
+async def test_wrong_signature(api: httpx.AsyncClient, token: str) -> None:
+    forged = jwt.encode(claims_of(token), "another-secret-that-is-also-long-enough!!", "HS256")
+    assert_401(await get_with(api, forged))
+
+
+async def test_alg_none(api: httpx.AsyncClient, token: str) -> None:
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims_of(token))}."
+    assert_401(await get_with(api, unsigned))
+
+
+async def test_other_algorithm_with_the_same_secret(api: httpx.AsyncClient, token: str) -> None:
+    assert_401(await get_with(api, jwt.encode(claims_of(token), TEST_SECRET, "HS512")))
+
+
+async def test_expired(api: httpx.AsyncClient, token: str) -> None:
+    claims = claims_of(token) | {"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
+    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+
+
+async def test_wrong_audience(api: httpx.AsyncClient, token: str) -> None:
+    claims = claims_of(token) | {"aud": "some-other-service"}
+    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+
+
+async def test_wrong_issuer(api: httpx.AsyncClient, token: str) -> None:
+    claims = claims_of(token) | {"iss": "evil"}
+    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+
+
+@pytest.mark.parametrize("missing", ["exp", "jti", "organization_id", "aud", "ver"])
+async def test_missing_claim(api: httpx.AsyncClient, token: str, missing: str) -> None:
+    claims = claims_of(token)
+    del claims[missing]
+    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer", "e30.e30.e30", "x" * 4000])
+async def test_garbage(api: httpx.AsyncClient, garbage: str) -> None:
+    res = await api.get(
+        "/org/get", params={"organization_name": "Acme"}, headers={"Authorization": f"Bearer {garbage}"}
+    )
+    assert res.status_code == 401
+
+
+async def test_token_of_a_deleted_organization(api: httpx.AsyncClient, token: str) -> None:
+    res = await api.delete("/org/delete", params={"organization_name": "Acme"}, headers=bearer(token))
+    assert res.status_code == 204
+    assert_401(await get_with(api, token))
+    # Re-creating the same name makes a new organization: the old token stays dead.
+    _, fresh = await create_and_login(api, "Acme", "a@acme.com")
+    assert_401(await get_with(api, token))
+    assert (await get_with(api, fresh)).status_code == 200
+
+
+async def test_token_issued_before_password_change(api: httpx.AsyncClient, token: str) -> None:
+    res = await api.put("/org/update", json={"password": "a-new-password"}, headers=bearer(token))
+    assert res.status_code == 200
+    assert_401(await get_with(api, token))
+
+
+async def test_token_survives_a_rename(api: httpx.AsyncClient, token: str) -> None:
+    res = await api.put("/org/update", json={"organization_name": "Renamed"}, headers=bearer(token))
+    assert res.status_code == 200
+    res = await api.get("/org/get", params={"organization_name": "Renamed"}, headers=bearer(token))
+    assert res.status_code == 200
+
+
+def test_manager_rejects_sub_mismatch() -> None:
+    tm = TokenManager(secret=TEST_SECRET, issuer="i", audience="a", expires_minutes=5)
+    token, _ = tm.issue(admin_id="x", organization_id="o", version=0)
+    claims = claims_of(token) | {"sub": "someone-else"}
+    with pytest.raises(InvalidToken):
+        tm.verify(jwt.encode(claims, TEST_SECRET, "HS256"))
