@@ -22,7 +22,7 @@ PLACEHOLDER_SECRETS = frozenset(
         "please-change-me-to-a-long-random-string",
     }
 )
-DEV_JWT_SECRET = "development-secret-not-for-production"
+DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused in production
 MIN_SECRET_BYTES = 32
 
 

@@ -82,7 +82,7 @@ class EmbeddedMongo:
             "--log-file", str(self.log_file),
         ]  # fmt: skip
 
-    async def start(self, *, timeout: float = 30.0) -> None:
+    async def start(self, *, wait_seconds: float = 30.0) -> None:
         """Start the server and wait until it answers a ping."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = await asyncio.create_subprocess_exec(
@@ -92,15 +92,17 @@ class EmbeddedMongo:
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
-                raise RuntimeError(f"nx-27017 exited with {self.process.returncode}; see {self.log_file}")
+                raise RuntimeError(
+                    f"nx-27017 exited with {self.process.returncode}; see {self.log_file}"
+                )
             if await self._answers():
                 return
             await asyncio.sleep(0.1)
         await self.stop()
-        raise RuntimeError(f"nx-27017 did not answer on port {self.port} within {timeout}s")
+        raise RuntimeError(f"nx-27017 did not answer on port {self.port} within {wait_seconds}s")
 
     async def _answers(self) -> bool:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(

@@ -79,7 +79,9 @@ class DatabaseUnavailable(AppError):
     status, code, detail = 503, "database_unavailable", "The database is unavailable."
 
 
-def _body(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _body(
+    status: int, code: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status,
         content=jsonable_encoder({"detail": detail, "code": code}),

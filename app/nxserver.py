@@ -31,7 +31,7 @@ def _patch_rename_cache() -> None:
             cache[new_name] = self
 
     rename._orgsvc_patched = True  # type: ignore[attr-defined]
-    Collection.rename = rename  # type: ignore[method-assign]
+    Collection.rename = rename
 
 
 def main() -> int:

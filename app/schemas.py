@@ -40,7 +40,10 @@ def _no_null(value: str) -> str:
 
 # strict=True: `{"$ne": null}` or a number where a string belongs is a 422, never coerced.
 Password = Annotated[
-    str, StringConstraints(strict=True), AfterValidator(_password_bytes), Field(examples=["s3cret-pass"])
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(_password_bytes),
+    Field(examples=["s3cret-pass"]),
 ]
 OrganizationName = Annotated[
     str,
@@ -50,7 +53,8 @@ OrganizationName = Annotated[
 ]
 Email = Annotated[EmailStr, Field(max_length=254, examples=["admin@acme.com"])]
 UtcTime = Annotated[
-    datetime, PlainSerializer(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", return_type=str)
+    datetime,
+    PlainSerializer(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", return_type=str),
 ]
 
 
@@ -109,7 +113,7 @@ class TokenResponse(BaseModel):
     """A fresh access token."""
 
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int
     admin_id: str
     organization_id: str

@@ -88,11 +88,20 @@ class ServiceProcess:
 
     async def start(self, *, timeout: float = 30.0) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - a one-off start in a test
+        self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -89,7 +89,8 @@ async def test_namespace_characters_never_reach_a_collection(
 
 
 @pytest.mark.parametrize(
-    "email", ["", "not-an-email", "a@", "@b.com", {"$ne": None}, 42, "a@b.com\x00", "x" * 300 + "@a.com"]
+    "email",
+    ["", "not-an-email", "a@", "@b.com", {"$ne": None}, 42, "a@b.com\x00", "x" * 300 + "@a.com"],
 )
 async def test_create_bad_emails_are_422(api: httpx.AsyncClient, email: object) -> None:
     body = {"organization_name": "Acme", "email": email, "password": PASSWORD}
@@ -166,7 +167,12 @@ async def test_login_failures_are_identical(api: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"email": "a@x.com"}, {"email": {"$ne": None}, "password": "x"}, {"email": "a@x.com", "password": {"$gt": ""}}],
+    [
+        {},
+        {"email": "a@x.com"},
+        {"email": {"$ne": None}, "password": "x"},
+        {"email": "a@x.com", "password": {"$gt": ""}},
+    ],
 )
 async def test_login_bad_input_is_422(api: httpx.AsyncClient, body: dict) -> None:  # type: ignore[type-arg]
     assert_error(await api.post("/admin/login", json=body), 422, "validation_error")
@@ -176,7 +182,9 @@ async def test_login_bad_input_is_422(api: httpx.AsyncClient, body: dict) -> Non
 async def test_get_own_organization_by_any_spelling(api: httpx.AsyncClient) -> None:
     org, token = await create_and_login(api, "Acme Corp")
     for spelling in ["Acme Corp", "acme-corp", " ACME  corp "]:
-        res = await api.get("/org/get", params={"organization_name": spelling}, headers=bearer(token))
+        res = await api.get(
+            "/org/get", params={"organization_name": spelling}, headers=bearer(token)
+        )
         assert res.status_code == 200
         assert res.json() == org
 
@@ -211,7 +219,9 @@ async def test_admin_of_a_cannot_touch_b(api: httpx.AsyncClient) -> None:
     b, token_b = await create_and_login(api, "Beta", "b@beta.com")
     res = await api.get("/org/get", params={"organization_name": "Beta"}, headers=bearer(token_a))
     assert_error(res, 403, "forbidden")
-    res = await api.delete("/org/delete", params={"organization_name": "Beta"}, headers=bearer(token_a))
+    res = await api.delete(
+        "/org/delete", params={"organization_name": "Beta"}, headers=bearer(token_a)
+    )
     assert_error(res, 403, "forbidden")
     # PUT only ever addresses the caller's own organization: taking B's name is a 409.
     res = await api.put("/org/update", json={"organization_name": "Beta"}, headers=bearer(token_a))
@@ -230,7 +240,9 @@ async def test_admin_of_a_cannot_touch_b(api: httpx.AsyncClient) -> None:
 # ------------------------------------------------------------------ update
 async def test_update_needs_at_least_one_field(api: httpx.AsyncClient) -> None:
     _, token = await create_and_login(api, "Acme")
-    assert_error(await api.put("/org/update", json={}, headers=bearer(token)), 422, "validation_error")
+    assert_error(
+        await api.put("/org/update", json={}, headers=bearer(token)), 422, "validation_error"
+    )
 
 
 @pytest.mark.parametrize(
@@ -246,12 +258,16 @@ async def test_update_needs_at_least_one_field(api: httpx.AsyncClient) -> None:
 )
 async def test_update_bad_input_is_422(api: httpx.AsyncClient, body: dict) -> None:  # type: ignore[type-arg]
     _, token = await create_and_login(api, "Acme")
-    assert_error(await api.put("/org/update", json=body, headers=bearer(token)), 422, "validation_error")
+    assert_error(
+        await api.put("/org/update", json=body, headers=bearer(token)), 422, "validation_error"
+    )
 
 
 async def test_rename_moves_the_organization(api: httpx.AsyncClient) -> None:
     org, token = await create_and_login(api, "Acme")
-    res = await api.put("/org/update", json={"organization_name": "Acme Two"}, headers=bearer(token))
+    res = await api.put(
+        "/org/update", json={"organization_name": "Acme Two"}, headers=bearer(token)
+    )
     assert res.status_code == 200
     renamed = res.json()
     assert renamed["organization_id"] == org["organization_id"]
@@ -266,7 +282,9 @@ async def test_rename_moves_the_organization(api: httpx.AsyncClient) -> None:
 
 async def test_same_slug_new_spelling_updates_display_name(api: httpx.AsyncClient) -> None:
     org, token = await create_and_login(api, "acme corp")
-    res = await api.put("/org/update", json={"organization_name": "ACME Corp"}, headers=bearer(token))
+    res = await api.put(
+        "/org/update", json={"organization_name": "ACME Corp"}, headers=bearer(token)
+    )
     assert res.status_code == 200
     assert res.json()["organization_name"] == "ACME Corp"
     assert res.json()["collection_name"] == org["collection_name"]
@@ -288,7 +306,9 @@ async def test_password_change_revokes_old_tokens(api: httpx.AsyncClient) -> Non
     assert res.status_code == 200
     res = await api.get("/org/get", params={"organization_name": "Acme"}, headers=bearer(token))
     assert_error(res, 401, "token_revoked")
-    assert (await api.post("/admin/login", json={"email": "a@x.com", "password": PASSWORD})).status_code == 401
+    assert (
+        await api.post("/admin/login", json={"email": "a@x.com", "password": PASSWORD})
+    ).status_code == 401
     new = await api.post("/admin/login", json={"email": "a@x.com", "password": "brand-new-pass"})
     assert new.status_code == 200
     res = await api.get(
@@ -300,18 +320,24 @@ async def test_password_change_revokes_old_tokens(api: httpx.AsyncClient) -> Non
 # ------------------------------------------------------------------ delete
 async def test_delete_removes_everything(api: httpx.AsyncClient) -> None:
     _, token = await create_and_login(api, "Acme", "a@x.com")
-    res = await api.delete("/org/delete", params={"organization_name": "acme"}, headers=bearer(token))
+    res = await api.delete(
+        "/org/delete", params={"organization_name": "acme"}, headers=bearer(token)
+    )
     assert res.status_code == 204 and res.content == b""
     res = await api.get("/org/get", params={"organization_name": "Acme"}, headers=bearer(token))
     assert_error(res, 401, "token_revoked")
-    assert (await api.post("/admin/login", json={"email": "a@x.com", "password": PASSWORD})).status_code == 401
+    assert (
+        await api.post("/admin/login", json={"email": "a@x.com", "password": PASSWORD})
+    ).status_code == 401
     again = await api.post("/org/create", json=org_body("Acme", "a@x.com"))
     assert again.status_code == 201
 
 
 async def test_delete_unknown_is_404_and_needs_auth(api: httpx.AsyncClient) -> None:
     _, token = await create_and_login(api, "Acme")
-    res = await api.delete("/org/delete", params={"organization_name": "ghost"}, headers=bearer(token))
+    res = await api.delete(
+        "/org/delete", params={"organization_name": "ghost"}, headers=bearer(token)
+    )
     assert_error(res, 404, "not_found")
     res = await api.delete("/org/delete", params={"organization_name": "Acme"})
     assert_error(res, 401, "not_authenticated")
@@ -328,7 +354,15 @@ async def test_health_and_ready(api: httpx.AsyncClient) -> None:
 async def test_openapi_documents_models_and_errors(api: httpx.AsyncClient) -> None:
     spec = (await api.get("/openapi.json")).json()
     paths = spec["paths"]
-    for path in ["/org/create", "/org/get", "/org/update", "/org/delete", "/admin/login", "/health", "/ready"]:
+    for path in [
+        "/org/create",
+        "/org/get",
+        "/org/update",
+        "/org/delete",
+        "/admin/login",
+        "/health",
+        "/ready",
+    ]:
         assert path in paths
     create = paths["/org/create"]["post"]
     assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(

@@ -24,10 +24,16 @@ def test_production_with_strong_secret_and_url_starts() -> None:
     [
         ({"mongodb_url": URL}, "JWT_SECRET is missing"),
         ({"jwt_secret": "changeme", "mongodb_url": URL}, "placeholder"),
-        ({"jwt_secret": "please-change-me-to-a-long-random-string", "mongodb_url": URL}, "placeholder"),
+        (
+            {"jwt_secret": "please-change-me-to-a-long-random-string", "mongodb_url": URL},
+            "placeholder",
+        ),
         ({"jwt_secret": "short-but-not-a-placeholder", "mongodb_url": URL}, "shorter than 32"),
         ({"jwt_secret": STRONG}, "MONGODB_URL is missing"),
-        ({"jwt_secret": STRONG, "mongodb_url": URL, "fault_points": "create.after_claim"}, "test-only"),
+        (
+            {"jwt_secret": STRONG, "mongodb_url": URL, "fault_points": "create.after_claim"},
+            "test-only",
+        ),
     ],
 )
 def test_production_refuses(values: dict[str, str], reason: str) -> None:

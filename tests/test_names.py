@@ -21,7 +21,7 @@ from app.names import (
         ("acme-corp", "acme_corp"),
         (" ACME  corp ", "acme_corp"),
         ("Straße", "strasse"),  # casefold
-        ("ｆｕｌｌｗｉｄｔｈ", "fullwidth"),  # NFKC
+        ("\uff46\uff55\uff4c\uff4c", "full"),  # NFKC folds fullwidth letters
         ("Café Ünïcode", "café_ünïcode"),
         ("東京 Tokyo", "東京_tokyo"),
         ("a$b.c\x00d", "a_b_c_d"),

@@ -19,7 +19,9 @@ async def collections(client: AsyncMongoClient[Any], db: str) -> set[str]:
     return {n for n in await client[db].list_collection_names() if n.startswith("org_")}
 
 
-async def test_unique_indexes_exist(real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings) -> None:
+async def test_unique_indexes_exist(
+    real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
     db = nx_client[settings.mongodb_db]
     org_idx = await db.organizations.index_information()
     unique = {tuple(k for k, _ in v["key"]) for v in org_idx.values() if v.get("unique")}
@@ -70,7 +72,9 @@ async def test_rename_keeps_documents_and_indexes(
     tenant = db[org["collection_name"]]
     await tenant.insert_many([{"i": i, "kind": "user"} for i in range(500)])
     await tenant.create_index("i", unique=True)
-    res = await http.put("/org/update", json={"organization_name": "New Name"}, headers=bearer(token))
+    res = await http.put(
+        "/org/update", json={"organization_name": "New Name"}, headers=bearer(token)
+    )
     assert res.status_code == 200, res.text
     assert res.json()["collection_name"] == "org_new_name"
     assert await collections(nx_client, settings.mongodb_db) == {"org_new_name"}
@@ -80,7 +84,9 @@ async def test_rename_keeps_documents_and_indexes(
     info = await moved.index_information()
     assert any(v["key"] == [("i", 1)] and v.get("unique") for v in info.values()), info
     # The old name answers 404 and can be taken by a new organization.
-    res = await http.get("/org/get", params={"organization_name": "Old Name"}, headers=bearer(token))
+    res = await http.get(
+        "/org/get", params={"organization_name": "Old Name"}, headers=bearer(token)
+    )
     assert res.status_code == 404
     again = await http.post("/org/create", json=org_body("Old Name", "n@x.com"))
     assert again.status_code == 201
@@ -94,7 +100,10 @@ async def test_rename_race_for_one_name(
     http, _ = real_api
     tokens = [(await create_and_login(http, f"Contender {i}", f"c{i}@x.com"))[1] for i in range(6)]
     results = await asyncio.gather(
-        *(http.put("/org/update", json={"organization_name": "Prize"}, headers=bearer(t)) for t in tokens)
+        *(
+            http.put("/org/update", json={"organization_name": "Prize"}, headers=bearer(t))
+            for t in tokens
+        )
     )
     statuses = sorted(r.status_code for r in results)
     assert statuses.count(200) == 1 and statuses.count(409) == 5, statuses
@@ -111,7 +120,9 @@ async def test_delete_drops_the_collection(
     db = nx_client[settings.mongodb_db]
     await db[org["collection_name"]].insert_many([{"i": i} for i in range(50)])
     await db[keep["collection_name"]].insert_one({"precious": True})
-    res = await http.delete("/org/delete", params={"organization_name": "doomed"}, headers=bearer(token))
+    res = await http.delete(
+        "/org/delete", params={"organization_name": "doomed"}, headers=bearer(token)
+    )
     assert res.status_code == 204
     assert await collections(nx_client, settings.mongodb_db) == {"org_keeper"}
     assert await db.organizations.count_documents({}) == 1

@@ -94,13 +94,17 @@ async def test_missing_claim(api: httpx.AsyncClient, token: str, missing: str) -
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer", "e30.e30.e30", "x" * 4000])
 async def test_garbage(api: httpx.AsyncClient, garbage: str) -> None:
     res = await api.get(
-        "/org/get", params={"organization_name": "Acme"}, headers={"Authorization": f"Bearer {garbage}"}
+        "/org/get",
+        params={"organization_name": "Acme"},
+        headers={"Authorization": f"Bearer {garbage}"},
     )
     assert res.status_code == 401
 
 
 async def test_token_of_a_deleted_organization(api: httpx.AsyncClient, token: str) -> None:
-    res = await api.delete("/org/delete", params={"organization_name": "Acme"}, headers=bearer(token))
+    res = await api.delete(
+        "/org/delete", params={"organization_name": "Acme"}, headers=bearer(token)
+    )
     assert res.status_code == 204
     assert_401(await get_with(api, token))
     # Re-creating the same name makes a new organization: the old token stays dead.

@@ -48,9 +48,7 @@ async def get_organization(
     return to_read(await orgs.get_for(caller.organization, organization_name))
 
 
-@router.put(
-    "/update", response_model=OrganizationRead, responses=errors(401, 404, 409, 422, 503)
-)
+@router.put("/update", response_model=OrganizationRead, responses=errors(401, 404, 409, 422, 503))
 async def update_organization(
     body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService
 ) -> OrganizationRead:

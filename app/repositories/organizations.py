@@ -103,4 +103,3 @@ class OrganizationRepository:
     async def all_collection_names(self) -> set[str]:
         docs = await self.col.find({}, {"collection_name": 1}).to_list(length=None)
         return {d["collection_name"] for d in docs}
-

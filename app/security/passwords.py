@@ -14,7 +14,7 @@ MAX_PASSWORD_BYTES = 72  # bcrypt ignores everything past 72 bytes: refuse it in
 
 
 class PasswordHasher:
-    """Hashes and verifies passwords in a thread pool of `workers` threads (bcrypt drops the GIL)."""
+    """Hashes and verifies passwords in a pool of `workers` threads (bcrypt drops the GIL)."""
 
     def __init__(self, *, rounds: int, workers: int) -> None:
         self.rounds = rounds
@@ -47,7 +47,7 @@ class PasswordHasher:
         return hashed.decode()
 
     async def verify(self, password: str, hashed: str | None) -> bool:
-        """True when `password` matches `hashed`; with no hash, spends the same time and is False."""
+        """True when `password` matches `hashed`; with no hash, takes as long and is False."""
         if hashed is None:
             await self._run(bcrypt.checkpw, password.encode(), await self.dummy_hash())
             return False

@@ -38,7 +38,9 @@ class TokenManager:
         self.audience = audience
         self.lifetime_seconds = expires_minutes * 60
 
-    def issue(self, *, admin_id: str, organization_id: str, version: int) -> tuple[str, TokenClaims]:
+    def issue(
+        self, *, admin_id: str, organization_id: str, version: int
+    ) -> tuple[str, TokenClaims]:
         """A signed token for this admin, and its claims."""
         now = int(time.time())
         claims = TokenClaims(

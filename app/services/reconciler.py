@@ -50,8 +50,12 @@ class Reconciler:
                 outcome = "failed"
             log.info(
                 "reconciled operation",
-                extra={"op_id": op["_id"], "kind": kind, "outcome": outcome,
-                       "organization_id": op.get("organization_id")},
+                extra={
+                    "op_id": op["_id"],
+                    "kind": kind,
+                    "outcome": outcome,
+                    "organization_id": op.get("organization_id"),
+                },
             )
             for observe in self.observers:
                 observe(kind, outcome)
