@@ -23,8 +23,8 @@ class TenantCollections:
 
     async def exists(self, name: str) -> bool:
         assert_safe_collection(name)
-        # No server-side filter: nx-27017 ignores it, and the membership test below is exact.
-        return name in await self.db.list_collection_names()
+        # MongoDB applies the filter server-side; nx-27017 ignores it, so check membership too.
+        return name in await self.db.list_collection_names(filter={"name": name})
 
     async def create(self, name: str) -> None:
         """Create the collection; one that already exists is left as it is."""
@@ -41,19 +41,22 @@ class TenantCollections:
         """renameCollection old -> new (metadata only); a no-op when it has already happened."""
         assert_safe_collection(old)
         assert_safe_collection(new)
+        # Look before renaming: a retried step must not touch a source that is already gone.
+        if await self._settle(old, new):
+            return
         try:
             await self.db[old].rename(new)
-            return
         except OperationFailure:
-            # Already renamed by an earlier attempt, or never created? Decide from what exists.
-            # (Checked only on this rare path: listing collections is O(tenants).)
-            old_exists, new_exists = await self.exists(old), await self.exists(new)
-            if new_exists and not old_exists:
-                return
-            if not new_exists and not old_exists:
-                await self.create(new)
-                return
-            raise
+            if not await self._settle(old, new):  # someone else finished it meanwhile?
+                raise
+
+    async def _settle(self, old: str, new: str) -> bool:
+        """True when nothing is left to rename (and an absent tenant collection is made)."""
+        if await self.exists(old):
+            return False
+        if not await self.exists(new):
+            await self.create(new)  # the tenant never had a collection: give it an empty one
+        return True
 
     async def drop(self, name: str) -> None:
         assert_safe_collection(name)

@@ -1,0 +1,193 @@
+"""kill -9 in the middle of create, rename and delete; on restart the reconciler repairs.
+
+The fault hook (FAULT_POINTS, test-only) SIGKILLs the service exactly between two writes. The
+restarted service, with no fault point, must leave the store consistent: no orphan collection,
+admin or organization, no tenant document lost, and the name usable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from app.db import EmbeddedMongo
+from tests.consistency import assert_consistent
+from tests.helpers import PASSWORD, ServiceProcess, bearer, org_body
+from tests.test_processes import DB, service_env
+
+TENANT_DOCS = 10_000
+
+
+async def crash_then_recover(
+    nx: EmbeddedMongo, logs: Path, point: str, action: Any
+) -> ServiceProcess:
+    """Run `action(http, url)` on a service armed to die at `point`; restart it clean."""
+    doomed = ServiceProcess(
+        service_env(nx, FAULT_POINTS=point, OPERATION_LEASE_SECONDS="1"),
+        log_path=logs / "doomed.log",
+    )
+    await doomed.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            with pytest.raises(httpx.TransportError):
+                await action(http, doomed.url)
+        assert await doomed.wait_exit() == -9, "the fault hook did not kill the process"
+    finally:
+        doomed.stop()
+    assert "fault injection: SIGKILL at " + point in (logs / "doomed.log").read_text()
+    healed = ServiceProcess(
+        service_env(nx, RECONCILE_INTERVAL_SECONDS="0.3"), log_path=logs / "healed.log"
+    )
+    await healed.start()
+    return healed
+
+
+async def wait_reconciled(client: AsyncMongoClient[Any], *, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await client[DB].operations.count_documents({}) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+
+
+async def setup_org(url: str, name: str, email: str) -> str:
+    async with httpx.AsyncClient(timeout=30) as http:
+        res = await http.post(url + "/org/create", json=org_body(name, email))
+        assert res.status_code == 201, res.text
+        login = await http.post(url + "/admin/login", json={"email": email, "password": PASSWORD})
+        token: str = login.json()["access_token"]
+        return token
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "create.after_intent",
+        "create.after_claim",
+        "create.after_org",
+        "create.after_admin",
+        "create.after_collection",
+        "create.after_activate",
+    ],
+)
+async def test_crash_during_create(
+    point: str, nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> None:
+    async def create(http: httpx.AsyncClient, url: str) -> None:
+        await http.post(url + "/org/create", json=org_body("Phoenix", "ph@x.com"))
+
+    healed = await crash_then_recover(nx_server, logs_dir, point, create)
+    try:
+        await wait_reconciled(nx_client)
+        orgs = await assert_consistent(nx_client[DB])
+        async with httpx.AsyncClient(timeout=30) as http:
+            again = await http.post(
+                healed.url + "/org/create", json=org_body("Phoenix", "ph@x.com")
+            )
+        if point == "create.after_activate":
+            # Every write had landed: the create is complete, so the name is taken.
+            assert [o["slug"] for o in orgs] == ["phoenix"]
+            assert again.status_code == 409
+        else:
+            assert orgs == []
+            assert again.status_code == 201, again.text
+        await assert_consistent(nx_client[DB])
+    finally:
+        healed.stop()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["rename.after_lock", "rename.after_claim", "rename.after_collection", "rename.after_record"],
+)
+async def test_crash_during_rename_loses_no_document(
+    point: str, nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> None:
+    setup = ServiceProcess(service_env(nx_server), log_path=logs_dir / "setup.log")
+    await setup.start()
+    try:
+        token = await setup_org(setup.url, "Big Tenant", "big@x.com")
+    finally:
+        setup.stop()
+    db = nx_client[DB]
+    await db["org_big_tenant"].insert_many([{"n": i} for i in range(TENANT_DOCS)])
+    await db["org_big_tenant"].create_index("n")
+
+    async def rename(http: httpx.AsyncClient, url: str) -> None:
+        await http.put(
+            url + "/org/update", json={"organization_name": "Huge Tenant"}, headers=bearer(token)
+        )
+
+    healed = await crash_then_recover(nx_server, logs_dir, point, rename)
+    try:
+        await wait_reconciled(nx_client)
+        [org] = await assert_consistent(db)
+        # Before the claim the rename is undone; from the claim on it is completed.
+        expected = "big_tenant" if point == "rename.after_lock" else "huge_tenant"
+        assert org["slug"] == expected
+        tenant = db[org["collection_name"]]
+        assert await tenant.count_documents({}) == TENANT_DOCS
+        assert any(v["key"] == [("n", 1)] for v in (await tenant.index_information()).values())
+        # The name that is no longer used is free again; the token still works.
+        free = "Huge Tenant" if expected == "big_tenant" else "Big Tenant"
+        async with httpx.AsyncClient(timeout=30) as http:
+            res = await http.get(
+                healed.url + "/org/get",
+                params={"organization_name": org["organization_name"]},
+                headers=bearer(token),
+            )
+            assert res.status_code == 200, res.text
+            again = await http.post(healed.url + "/org/create", json=org_body(free, "free@x.com"))
+            assert again.status_code == 201, again.text
+        await assert_consistent(db)
+        assert await tenant.count_documents({}) == TENANT_DOCS
+    finally:
+        healed.stop()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["delete.after_lock", "delete.after_drop", "delete.after_admins", "delete.after_record"],
+)
+async def test_crash_during_delete(
+    point: str, nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> None:
+    setup = ServiceProcess(service_env(nx_server), log_path=logs_dir / "setup.log")
+    await setup.start()
+    try:
+        token = await setup_org(setup.url, "Goner", "gone@x.com")
+        await setup_org(setup.url, "Bystander", "by@x.com")
+    finally:
+        setup.stop()
+    db = nx_client[DB]
+    await db["org_bystander"].insert_many([{"n": i} for i in range(100)])
+
+    async def delete(http: httpx.AsyncClient, url: str) -> None:
+        await http.delete(
+            url + "/org/delete", params={"organization_name": "Goner"}, headers=bearer(token)
+        )
+
+    healed = await crash_then_recover(nx_server, logs_dir, point, delete)
+    try:
+        await wait_reconciled(nx_client)
+        orgs = await assert_consistent(db)
+        assert [o["slug"] for o in orgs] == ["bystander"]
+        assert await db["org_bystander"].count_documents({}) == 100
+        async with httpx.AsyncClient(timeout=30) as http:
+            res = await http.get(
+                healed.url + "/org/get",
+                params={"organization_name": "Goner"},
+                headers=bearer(token),
+            )
+            assert res.status_code == 401
+            again = await http.post(
+                healed.url + "/org/create", json=org_body("Goner", "gone@x.com")
+            )
+            assert again.status_code == 201, again.text
+        await assert_consistent(db)
+    finally:
+        healed.stop()

@@ -1,0 +1,90 @@
+"""Two service processes (uvicorn, different ports) on one nx-27017 server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from app.db import EmbeddedMongo
+from tests.consistency import assert_consistent
+from tests.helpers import PASSWORD, TEST_SECRET, ServiceProcess, bearer, org_body
+
+DB = "org_service_procs"
+
+
+def service_env(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
+    return {
+        "MONGODB_URL": nx.url,
+        "MONGODB_DB": DB,
+        "JWT_SECRET": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "ENVIRONMENT": "development",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def two_services(
+    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
+    a = ServiceProcess(service_env(nx_server), log_path=logs_dir / "a.log")
+    b = ServiceProcess(service_env(nx_server), log_path=logs_dir / "b.log")
+    try:
+        await asyncio.gather(a.start(), b.start())
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_create_race_across_two_processes(
+    two_services: tuple[ServiceProcess, ServiceProcess], nx_client: AsyncMongoClient[Any]
+) -> None:
+    a, b = two_services
+    spellings = ["Shared Name", "shared-name", "SHARED name", "shared_name"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        results = await asyncio.gather(
+            *(
+                http.post(
+                    (a if i % 2 else b).url + "/org/create",
+                    json=org_body(spellings[i % len(spellings)], f"p{i}@x.com"),
+                )
+                for i in range(16)
+            )
+        )
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(201) == 1, statuses
+    assert statuses.count(409) == 15, statuses
+    orgs = await assert_consistent(nx_client[DB])
+    assert [o["collection_name"] for o in orgs] == ["org_shared_name"]
+
+
+async def test_password_change_on_one_revokes_on_the_other(
+    two_services: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    a, b = two_services
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (
+            await http.post(a.url + "/org/create", json=org_body("Rev", "rev@x.com"))
+        ).status_code == 201
+        login = await http.post(
+            b.url + "/admin/login", json={"email": "rev@x.com", "password": PASSWORD}
+        )
+        token = login.json()["access_token"]
+        params = {"organization_name": "Rev"}
+        assert (
+            await http.get(b.url + "/org/get", params=params, headers=bearer(token))
+        ).status_code == 200
+        res = await http.put(
+            a.url + "/org/update", json={"password": "another-pass"}, headers=bearer(token)
+        )
+        assert res.status_code == 200
+        res = await http.get(b.url + "/org/get", params=params, headers=bearer(token))
+        assert res.status_code == 401
+        assert res.json()["code"] == "token_revoked"
