@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -101,7 +102,9 @@ _HTTP_CODES = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, *, on_db_error: Callable[[BaseException], None] | None = None
+) -> None:
     """Render every error, expected or not, in the contract's `{detail, code}` shape."""
 
     @app.exception_handler(AppError)
@@ -126,6 +129,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AutoReconnect)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
+        if on_db_error is not None:
+            on_db_error(exc)
         return _body(503, "database_unavailable", DatabaseUnavailable.detail)
 
     @app.exception_handler(Exception)

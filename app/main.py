@@ -13,11 +13,13 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from app.api import admin, health, org
+from app.api import admin, health, ops, org
 from app.config import Settings, get_settings
 from app.db import EmbeddedMongo, make_client
 from app.errors import install_error_handlers
 from app.faults import FaultInjector
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
 from app.security.passwords import PasswordHasher
 from app.security.tokens import TokenManager
 from app.services.auth import AuthService
@@ -45,7 +47,7 @@ async def _open_client(settings: Settings) -> tuple[Client, EmbeddedMongo | None
     return make_client(embedded.url, settings), embedded
 
 
-def build_state(settings: Settings, client: Client) -> AppState:
+def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppState:
     """Wire the stores and services of one process over `client`."""
     stores = Stores.over(client[settings.mongodb_db])
     ctx = OperationContext(
@@ -54,27 +56,34 @@ def build_state(settings: Settings, client: Client) -> AppState:
         fault=FaultInjector(settings.fault_point_set),
     )
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
+    hasher.observers.append(metrics.hash_wait.observe)
+    metrics.hash_queue.set_function(lambda: hasher.queued)
     tokens = TokenManager(
         secret=settings.jwt_secret.get_secret_value(),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_minutes=settings.jwt_expires_minutes,
     )
+    reconciler = Reconciler(stores, ctx)
+    reconciler.observers.append(metrics.observe_reconcile)
+    reconciler.error_observers.append(metrics.observe_db_error)
     return AppState(
         settings=settings,
+        metrics=metrics,
         client=client,
         stores=stores,
         hasher=hasher,
         tokens=tokens,
         orgs=OrganizationService(stores, ctx, hasher),
         auth=AuthService(stores, hasher, tokens),
-        reconciler=Reconciler(stores, ctx),
+        reconciler=reconciler,
     )
 
 
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> FastAPI:
     """The ASGI app. Tests may hand in their own settings and client (e.g. an in-memory double)."""
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +93,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             the_client, embedded = await _open_client(settings)
         else:
             the_client = client
-        state = build_state(settings, the_client)
+        state = build_state(settings, the_client, metrics)
         try:
             await state.stores.ensure_indexes()
             await state.hasher.dummy_hash()
@@ -108,8 +117,11 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         summary="Organizations, their tenant collections, and admin login with JWTs.",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    app.state.metrics = metrics
+    install_error_handlers(app, on_db_error=metrics.observe_db_error)
+    app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])
     app.include_router(org.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(ops.router)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from app.config import Settings
+from app.metrics import Metrics
 from app.security.passwords import PasswordHasher
 from app.security.tokens import TokenManager
 from app.services.auth import AuthService
@@ -21,6 +22,7 @@ class AppState:
     """The process's client, stores and services."""
 
     settings: Settings
+    metrics: Metrics
     client: AsyncMongoClient[dict[str, Any]]
     stores: Stores
     hasher: PasswordHasher

@@ -36,13 +36,16 @@ Auth = Annotated[AuthService, Depends(get_auth_service)]
 
 
 async def current_admin(
+    request: Request,
     auth: Auth,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The authenticated admin, or 401 with `WWW-Authenticate: Bearer`."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    return await auth.authenticate(credentials.credentials)
+    principal = await auth.authenticate(credentials.credentials)
+    request.state.organization_id = principal.claims.organization_id  # for the access log
+    return principal
 
 
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]

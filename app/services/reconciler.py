@@ -28,6 +28,7 @@ class Reconciler:
         self.stores = stores
         self.ctx = ctx
         self.observers: list[Callable[[str, str], None]] = []  # (kind, outcome) for metrics
+        self.error_observers: list[Callable[[BaseException], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -47,6 +48,8 @@ class Reconciler:
                 outcome = await reconcile(self.stores, op)
             except PyMongoError as exc:
                 log.warning("reconcile of %s %s failed: %s", kind, op["_id"], exc)
+                for observe_error in self.error_observers:
+                    observe_error(exc)
                 outcome = "failed"
             log.info(
                 "reconciled operation",
@@ -73,6 +76,8 @@ class Reconciler:
                 await self.run_once()
             except PyMongoError as exc:
                 log.warning("reconciler pass skipped: %s", type(exc).__name__)
+                for observe_error in self.error_observers:
+                    observe_error(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
 
@@ -80,6 +85,6 @@ class Reconciler:
         """Let the current pass finish its operation, then stop."""
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, timeout=10)
             self._task = None

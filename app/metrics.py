@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per app. Labels are bounded: route templates, never names."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The service's metrics, registered in their own registry (several apps per test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "orgsvc_http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "orgsvc_http_request_duration_seconds",
+            "HTTP request latency by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.hash_queue = Gauge(
+            "orgsvc_hash_pool_queue_length",
+            "Password hashes waiting for or running in the bcrypt pool.",
+            registry=r,
+        )
+        self.hash_wait = Histogram(
+            "orgsvc_hash_pool_wait_seconds",
+            "Time a password hash waited for a bcrypt pool thread.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.reconciler_actions = Counter(
+            "orgsvc_reconciler_actions_total",
+            "Operations the reconciler completed or undid, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.db_errors = Counter(
+            "orgsvc_database_errors_total",
+            "Database errors seen while serving requests or reconciling, by error class.",
+            ["error"],
+            registry=r,
+        )
+        self.organizations = Gauge(
+            "orgsvc_organizations_total",
+            "Active organizations (refreshed on scrape).",
+            registry=r,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (method, route, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def observe_reconcile(self, kind: str, outcome: str) -> None:
+        self.reconciler_actions.labels(kind, outcome).inc()
+
+    def observe_db_error(self, exc: BaseException) -> None:
+        self.db_errors.labels(type(exc).__name__).inc()
