@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any, TypeVar
 
 import typer
@@ -29,6 +31,9 @@ def serve(
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight requests, then exits 0."""
     settings = get_settings()
     configure_logging(settings.log_level)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; let that final
+    # re-raise end the process with status 0, since the shutdown it asked for went well.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -41,6 +46,10 @@ def serve(
         timeout_graceful_shutdown=30,
         proxy_headers=False,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ def make_client(url: str, settings: Settings) -> AsyncMongoClient[dict[str, Any]
         tz_aware=True,
         serverSelectionTimeoutMS=timeout,
         connectTimeoutMS=timeout,
-        socketTimeoutMS=max(timeout * 4, 10_000),
+        socketTimeoutMS=timeout,
         maxPoolSize=settings.mongodb_max_pool_size,
         retryWrites=False,  # nx-27017 and standalone mongod have no sessions to retry with
         appname="orgsvc",

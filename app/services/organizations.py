@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.errors import (
     EmailTaken,
@@ -115,6 +115,8 @@ class OrganizationService:
             await s.ops.finish(op_id)
         except (OrganizationExists, EmailTaken):
             raise
+        except ConnectionFailure:
+            raise  # database gone: the reconciler undoes it once the lease ends
         except Exception:
             # Best effort now; if this fails too, the reconciler undoes it when the lease ends.
             await undo_create(s, op)
