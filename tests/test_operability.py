@@ -134,7 +134,10 @@ async def test_metrics_move(nx_server: EmbeddedMongo, nx_client: Any, tmp_path: 
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    login_count = r'orgsvc_http_request_duration_seconds_count\{method="POST",route="/admin/login",status="200"\}'
+    login_count = (
+        r"orgsvc_http_request_duration_seconds_count"
+        r'\{method="POST",route="/admin/login",status="200"\}'
+    )
     assert value(after, login_count) - value(before, login_count) == 3
     assert (
         value(after, r'orgsvc_http_requests_total\{method="GET",route="/org/get",status="401"\}')
