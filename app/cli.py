@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 import uvicorn
 
 from app.config import Settings, get_settings
@@ -29,7 +30,12 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default: the PORT setting)."),
 ) -> None:
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight requests, then exits 0."""
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        typer.echo(f"orgsvc: invalid settings: {reasons}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; let that final
     # re-raise end the process with status 0, since the shutdown it asked for went well.
