@@ -6,8 +6,10 @@ from datetime import datetime
 
 import httpx
 import pytest
+from mongomock_motor import AsyncMongoMockClient
 
-from tests.helpers import PASSWORD, bearer, create_and_login, org_body
+from app.config import Settings
+from tests.helpers import PASSWORD, app_client, bearer, create_and_login, org_body
 
 
 def assert_error(res: httpx.Response, status: int, code: str) -> None:
@@ -378,3 +380,18 @@ async def test_openapi_documents_models_and_errors(api: httpx.AsyncClient) -> No
 async def test_unknown_route_and_method_use_the_error_shape(api: httpx.AsyncClient) -> None:
     assert_error(await api.get("/nope"), 404, "not_found")
     assert_error(await api.get("/org/create"), 405, "method_not_allowed")
+
+
+async def test_unknown_email_costs_one_full_bcrypt_verify(settings: Settings) -> None:
+    """Same work for unknown email and wrong password: one verify at the configured cost."""
+    async with app_client(settings, AsyncMongoMockClient(tz_aware=True)) as (http, app):
+        state = app.state.svc
+        await http.post("/org/create", json=org_body("Acme", "a@x.com"))
+        calls: list[float] = []
+        state.hasher.observers.append(calls.append)
+        await http.post("/admin/login", json={"email": "a@x.com", "password": "wrong-pass"})
+        wrong = len(calls)
+        await http.post("/admin/login", json={"email": "ghost@x.com", "password": "wrong-pass"})
+        assert wrong == 1 and len(calls) == 2
+        dummy = await state.hasher.dummy_hash()
+        assert dummy.startswith(f"$2b${settings.bcrypt_rounds:02d}$".encode())

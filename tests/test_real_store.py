@@ -160,3 +160,60 @@ async def test_old_name_is_really_empty_after_rename(nx_client: AsyncMongoClient
     assert await db["org_before"].count_documents({}) == 0
     await db.drop_collection("org_before")  # must not touch the renamed collection
     assert await db["org_after"].count_documents({}) == 5
+
+
+async def test_reconcilers_on_two_replicas_share_the_work(
+    nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    """Leases: two reconcilers racing over the same abandoned operations handle each once."""
+    from app.faults import FaultInjector
+    from app.services.context import OperationContext, Stores
+    from app.services.reconciler import Reconciler
+
+    db = nx_client[settings.mongodb_db]
+    stores = Stores.over(db)
+    await stores.ensure_indexes()
+    for i in range(8):  # eight creates abandoned after their collection was made
+        await db.operations.insert_one(
+            {"_id": f"op{i}", "kind": "create", "organization_id": f"o{i}", "admin_id": f"a{i}",
+             "slug": f"ghost{i}", "lease_until": 0}
+        )  # fmt: skip
+        await db.name_claims.insert_one(
+            {"_id": f"ghost{i}", "organization_id": f"o{i}", "op_id": f"op{i}"}
+        )
+        await db.organizations.insert_one(
+            {"_id": f"o{i}", "slug": f"ghost{i}", "collection_name": f"org_ghost{i}",
+             "status": "creating", "pending_op": f"op{i}"}
+        )  # fmt: skip
+        await db.create_collection(f"org_ghost{i}")
+
+    def reconciler(owner: str) -> Reconciler:
+        ctx = OperationContext(settings=settings, owner=owner, fault=FaultInjector(frozenset()))
+        return Reconciler(stores, ctx)
+
+    one, two = await asyncio.gather(reconciler("r1").run_once(), reconciler("r2").run_once())
+    assert one["create_undone"] + two["create_undone"] == 8
+    assert sum(one.values()) + sum(two.values()) == 8  # nobody handled an operation twice
+    assert await collections(nx_client, settings.mongodb_db) == set()
+    assert await db.operations.count_documents({}) == 0
+    assert await db.organizations.count_documents({}) == 0
+    assert await db.name_claims.count_documents({}) == 0
+
+
+async def test_live_operation_is_left_alone_until_its_lease_ends(
+    nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    from app.faults import FaultInjector
+    from app.repositories.base import epoch_ms
+    from app.services.context import OperationContext, Stores
+    from app.services.reconciler import Reconciler
+
+    db = nx_client[settings.mongodb_db]
+    stores = Stores.over(db)
+    await db.operations.insert_one(
+        {"_id": "live", "kind": "create", "organization_id": "o", "admin_id": "a",
+         "slug": "busy", "lease_until": epoch_ms(60)}
+    )  # fmt: skip
+    ctx = OperationContext(settings=settings, owner="r", fault=FaultInjector(frozenset()))
+    assert sum((await Reconciler(stores, ctx).run_once()).values()) == 0
+    assert await db.operations.count_documents({"_id": "live"}) == 1
