@@ -34,5 +34,6 @@ class AdminRepository:
     async def delete_of_org(self, org_id: str) -> None:
         await self.col.delete_many({"organization_id": org_id})
 
-    async def delete(self, admin_id: str) -> None:
-        await self.col.delete_one({"_id": admin_id})
+    async def delete_if_of(self, admin_id: str, *, org_id: str) -> None:
+        """Delete the admin only if it belongs to `org_id` (an undo must not touch others)."""
+        await self.col.delete_one({"_id": admin_id, "organization_id": org_id})

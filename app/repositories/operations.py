@@ -46,6 +46,3 @@ class OperationRepository:
             {"$set": {"owner": owner, "lease_until": epoch_ms(lease_seconds)}},
             return_document=ReturnDocument.AFTER,
         )
-
-    async def count(self) -> int:
-        return await self.col.count_documents({})

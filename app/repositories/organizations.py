@@ -99,7 +99,3 @@ class OrganizationRepository:
         if after is not None:
             query["slug"] = {"$gt": after}
         return await self.col.find(query).sort("slug", 1).limit(limit).to_list(length=limit)
-
-    async def all_collection_names(self) -> set[str]:
-        docs = await self.col.find({}, {"collection_name": 1}).to_list(length=None)
-        return {d["collection_name"] for d in docs}

@@ -28,7 +28,7 @@ async def undo_create(stores: Stores, op: Doc) -> None:
     if claim is not None and claim["organization_id"] == org_id:
         # The slug is ours, so nobody else can have made this collection.
         await stores.tenants.drop(collection_for(slug))
-    await stores.admins.col.delete_one({"_id": op["admin_id"], "organization_id": org_id})
+    await stores.admins.delete_if_of(op["admin_id"], org_id=org_id)
     await stores.orgs.delete(org_id, op_id=op["_id"])
     await stores.claims.release_for_op(slug, op_id=op["_id"])
     await stores.ops.finish(op["_id"])
