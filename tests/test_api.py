@@ -395,3 +395,29 @@ async def test_unknown_email_costs_one_full_bcrypt_verify(settings: Settings) ->
         assert wrong == 1 and len(calls) == 2
         dummy = await state.hasher.dummy_hash()
         assert dummy.startswith(f"$2b${settings.bcrypt_rounds:02d}$".encode())
+
+
+async def test_lost_email_race_puts_the_rename_back(settings: Settings) -> None:
+    """A PUT renaming and changing email is all-or-nothing when the email race is lost."""
+    async with app_client(settings, AsyncMongoMockClient(tz_aware=True)) as (http, app):
+        org, token = await create_and_login(http, "First", "first@x.com")
+        await create_and_login(http, "Second", "second@x.com")
+
+        async def never_in_use(email: str, *, other_than: str) -> bool:
+            return False  # as if the other admin took the email after our early check
+
+        app.state.svc.stores.admins.email_in_use = never_in_use
+        res = await http.put(
+            "/org/update",
+            json={"organization_name": "Renamed", "email": "second@x.com"},
+            headers=bearer(token),
+        )
+        assert_error(res, 409, "email_taken")
+        res = await http.get(
+            "/org/get", params={"organization_name": "First"}, headers=bearer(token)
+        )
+        assert res.status_code == 200
+        assert res.json()["collection_name"] == org["collection_name"]
+        assert res.json()["admin"]["email"] == "first@x.com"
+        free = await http.post("/org/create", json=org_body("Renamed", "r@x.com"))
+        assert free.status_code == 201
