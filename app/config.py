@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never sign a production token: the placeholders of .env.example and friends.
@@ -24,6 +24,14 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused in production
 MIN_SECRET_BYTES = 32
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's affinity, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -51,7 +59,7 @@ class Settings(BaseSettings):
 
     # --- passwords ---------------------------------------------------------------------------
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    hash_pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    hash_pool_size: int = Field(default_factory=lambda: usable_cpus(), ge=1, le=64)
 
     # --- crash safety --------------------------------------------------------------------
     operation_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
@@ -64,6 +72,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+
+    @field_validator("mongodb_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        # `MONGODB_URL=` in a .env file means "not set" (use the embedded store in development).
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _refuse_weak_production(self) -> Settings:

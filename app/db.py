@@ -31,7 +31,6 @@ def make_client(url: str, settings: Settings) -> AsyncMongoClient[dict[str, Any]
         connectTimeoutMS=timeout,
         socketTimeoutMS=timeout,
         maxPoolSize=settings.mongodb_max_pool_size,
-        retryWrites=False,  # nx-27017 and standalone mongod have no sessions to retry with
         appname="orgsvc",
     )
 

@@ -59,3 +59,8 @@ def test_settings_come_from_dotenv(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
 def test_secrets_do_not_leak_through_repr() -> None:
     s = Settings(_env_file=None, jwt_secret=STRONG, mongodb_url="mongodb://u:pw@h")  # type: ignore[call-arg, arg-type]
     assert STRONG not in repr(s) and "pw@" not in repr(s)
+
+
+def test_blank_mongodb_url_means_embedded_store() -> None:
+    s = Settings(_env_file=None, mongodb_url="  ")  # type: ignore[call-arg, arg-type]
+    assert s.mongodb_url is None
