@@ -11,8 +11,8 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 import uvicorn
+from pydantic import ValidationError
 
 from app.config import Settings, get_settings
 from app.logs import configure_logging
