@@ -25,7 +25,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+# Schemathesis against the live OpenAPI of a real service process: fixed seed, bounded
+# (about 350 cases, seconds); FUZZ_EXAMPLES=100 for a deeper local run.
+FUZZ_EXAMPLES ?= 3
+FUZZ_SEED ?= 42
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --max-examples $(FUZZ_EXAMPLES) --seed $(FUZZ_SEED)
+
+test: lint typecheck pytest fuzz
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -15,11 +15,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.config import Settings, get_settings
+from app.keys_cli import api_key_cli
 from app.logs import configure_logging
 
 cli = typer.Typer(help="Organization service.", no_args_is_help=True, add_completion=False)
 orgs_cli = typer.Typer(help="Look at organizations (read-only).", no_args_is_help=True)
 cli.add_typer(orgs_cli, name="orgs")
+cli.add_typer(api_key_cli, name="api-key")
 
 T = TypeVar("T")
 

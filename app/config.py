@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -24,6 +25,7 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused in production
 MIN_SECRET_BYTES = 32
+IPNetwork = IPv4Network | IPv6Network
 
 
 def usable_cpus() -> int:
@@ -56,6 +58,24 @@ class Settings(BaseSettings):
     jwt_expires_minutes: int = Field(default=30, ge=1, le=24 * 60)
     jwt_issuer: str = "orgsvc"
     jwt_audience: str = "orgsvc-api"
+    # Signing: HS256 with JWT_SECRET (default), or EdDSA/RS256 with a private key whose public
+    # half is published at /.well-known/jwks.json. Previous keys keep verifying (rotation).
+    jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
+    jwt_kid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    jwt_previous_secrets: SecretStr = SecretStr("")  # comma-separated `kid:secret` or `secret`
+    jwt_private_key: SecretStr | None = None  # PEM (literal `\n` allowed for newlines)
+    jwt_private_key_file: str | None = None
+    jwt_previous_public_key_files: str = ""  # comma-separated `kid:path` or `path` (PEM)
+
+    # --- abuse protection ------------------------------------------------------------------
+    login_max_failures_per_email: int = Field(default=5, ge=1, le=10_000)
+    login_max_failures_per_ip: int = Field(default=20, ge=1, le=1_000_000)
+    login_failure_window_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
+    trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    org_create_requires_key: bool = False  # True: POST /org/create needs an org:create API key
+    max_body_bytes: int = Field(default=16_384, ge=1024, le=16 * 1024 * 1024)
+    cors_origins: str = ""  # comma-separated origins; empty = no CORS headers at all
+    audit_retention_days: float = Field(default=365.0, gt=0, le=36_500)
 
     # --- passwords ---------------------------------------------------------------------------
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
@@ -95,14 +115,47 @@ class Settings(BaseSettings):
             problems.append("MONGODB_URL is missing (the embedded store is for development only)")
         if self.fault_points.strip():
             problems.append("FAULT_POINTS is a test-only setting")
+        from app.security.keys import parse_entries
+
+        for _, old in parse_entries(self.jwt_previous_secrets.get_secret_value()):
+            if old.strip().lower() in PLACEHOLDER_SECRETS or len(old.encode()) < MIN_SECRET_BYTES:
+                problems.append("a JWT_PREVIOUS_SECRETS entry is a placeholder or too short")
+                break
+        if "*" in self.cors_origin_list:
+            problems.append("CORS_ORIGINS=* is refused in production; list the origins")
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _check_security_settings(self) -> Settings:
+        self.trusted_proxy_networks  # noqa: B018 - raises ValueError on a bad entry
+        if self.jwt_algorithm != "HS256" and not (
+            self.jwt_private_key is not None or self.jwt_private_key_file
+        ):
+            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY or _FILE")
+        from app.security.keys import KeyRing
+
+        KeyRing.from_settings(self)  # unreadable or unfit keys: refuse now, with a clear reason
+        return self
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """TRUSTED_PROXIES parsed; a bad entry is a ValueError."""
+        return tuple(ip_network(p.strip(), strict=False) for p in _split(self.trusted_proxies))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
 
     @property
     def fault_point_set(self) -> frozenset[str]:
         """The fault-injection points switched on (test-only)."""
         return frozenset(p.strip() for p in self.fault_points.split(",") if p.strip())
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 @lru_cache

@@ -13,18 +13,23 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from app.api import admin, health, ops, org
+from app.api import admin, audit, health, jwks, ops, org
 from app.config import Settings, get_settings
 from app.db import EmbeddedMongo, make_client
+from app.edges import install_edges
 from app.errors import install_error_handlers
 from app.faults import FaultInjector
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
+from app.security.keys import KeyRing
 from app.security.passwords import PasswordHasher
 from app.security.tokens import TokenManager
+from app.services.api_keys import ApiKeyService
+from app.services.audit import AuditService
 from app.services.auth import AuthService
 from app.services.context import OperationContext, Stores
 from app.services.organizations import OrganizationService
+from app.services.rate_limit import LoginLimiter
 from app.services.reconciler import Reconciler
 from app.state import AppState
 
@@ -59,11 +64,13 @@ def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppStat
     hasher.observers.append(metrics.hash_wait.observe)
     metrics.hash_queue.set_function(lambda: hasher.queued)
     tokens = TokenManager(
-        secret=settings.jwt_secret.get_secret_value(),
+        keys=KeyRing.from_settings(settings),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_minutes=settings.jwt_expires_minutes,
     )
+    audit_log = AuditService(stores.audit, retention_days=settings.audit_retention_days)
+    audit_log.error_observers.append(metrics.observe_db_error)
     reconciler = Reconciler(stores, ctx)
     reconciler.observers.append(metrics.observe_reconcile)
     reconciler.error_observers.append(metrics.observe_db_error)
@@ -75,8 +82,16 @@ def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppStat
         hasher=hasher,
         tokens=tokens,
         orgs=OrganizationService(stores, ctx, hasher),
-        auth=AuthService(stores, hasher, tokens),
+        auth=AuthService(
+            stores,
+            hasher,
+            tokens,
+            limiter=LoginLimiter(stores.login_failures, settings),
+            audit=audit_log,
+        ),
         reconciler=reconciler,
+        audit=audit_log,
+        api_keys=ApiKeyService(stores.api_keys, audit_log),
     )
 
 
@@ -119,9 +134,12 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     )
     app.state.metrics = metrics
     install_error_handlers(app, on_db_error=metrics.observe_db_error)
+    install_edges(app, settings)  # inner to the request context: 413s get a request id too
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])
     app.include_router(org.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(ops.router)
+    app.include_router(audit.router)
+    app.include_router(jwks.router)
     return app

@@ -11,6 +11,8 @@ from app.config import Settings
 from app.metrics import Metrics
 from app.security.passwords import PasswordHasher
 from app.security.tokens import TokenManager
+from app.services.api_keys import ApiKeyService
+from app.services.audit import AuditService
 from app.services.auth import AuthService
 from app.services.context import Stores
 from app.services.organizations import OrganizationService
@@ -30,3 +32,5 @@ class AppState:
     orgs: OrganizationService
     auth: AuthService
     reconciler: Reconciler
+    audit: AuditService
+    api_keys: ApiKeyService

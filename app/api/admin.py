@@ -1,18 +1,47 @@
-"""`/admin/*`: login."""
+"""`/admin/*`: login, logout (this token), logout-all (every token of this admin)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Response, status
 
-from app.api.deps import Auth
+from app.api.deps import Auth, CurrentAdmin, Meta
 from app.api.responses import errors
+from app.edges import BODY_ERRORS
 from app.schemas import LoginRequest, TokenResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/login", response_model=TokenResponse, responses=errors(401, 422, 429, 503))
-async def login(body: LoginRequest, auth: Auth, response: Response) -> TokenResponse:
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    responses={**errors(401, 422, 429, 503), **BODY_ERRORS},
+)
+async def login(body: LoginRequest, auth: Auth, response: Response, meta: Meta) -> TokenResponse:
     """Exchange an admin's email and password for an access token."""
     response.headers["Cache-Control"] = "no-store"
-    return await auth.login(body)
+    return await auth.login(body, meta)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(401, 503),
+)
+async def logout(caller: CurrentAdmin, auth: Auth, meta: Meta) -> Response:
+    """Revoke the presented access token, on every replica."""
+    await auth.logout(caller, meta)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(401, 503),
+)
+async def logout_all(caller: CurrentAdmin, auth: Auth, meta: Meta) -> Response:
+    """Revoke every access token of the calling admin, on every replica."""
+    await auth.logout_all(caller, meta)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

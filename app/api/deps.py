@@ -1,18 +1,26 @@
-"""Dependencies: the process state, and the caller resolved from the bearer token."""
+"""Dependencies: the process state, and the caller (a bearer token or a service API key)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Unauthorized
+from app.services.api_keys import ApiKeyService, KeyPrincipal
+from app.services.audit import AuditService, RequestMeta
 from app.services.auth import AuthService, Principal
 from app.services.organizations import OrganizationService
 from app.state import AppState
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from `POST /admin/login`.")
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="Service API key (`orgsvc api-key create`); its scopes decide what it may do.",
+)
 
 
 def get_state(request: Request) -> AppState:
@@ -49,3 +57,68 @@ async def current_admin(
 
 
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+
+
+def get_audit(state: State) -> AuditService:
+    return state.audit
+
+
+def get_api_key_service(state: State) -> ApiKeyService:
+    return state.api_keys
+
+
+Audit = Annotated[AuditService, Depends(get_audit)]
+ApiKeys = Annotated[ApiKeyService, Depends(get_api_key_service)]
+
+
+def request_meta(request: Request) -> RequestMeta:
+    """The client IP (resolved by the edge middleware) and the request id, for audit entries."""
+    state = request.scope.get("state", {})
+    client = request.client.host if request.client else None
+    return RequestMeta(ip=state.get("client_ip", client), request_id=state.get("request_id"))
+
+
+Meta = Annotated[RequestMeta, Depends(request_meta)]
+
+
+async def optional_api_key(
+    request: Request,
+    keys: ApiKeys,
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> KeyPrincipal | None:
+    """The key principal when `X-API-Key` is sent (401 if it is not a valid key), else None."""
+    if api_key is None:
+        return None
+    principal = await keys.authenticate(api_key)
+    request.state.api_key_id = principal.key_id  # for the access log
+    return principal
+
+
+OptionalKey = Annotated[KeyPrincipal | None, Depends(optional_api_key)]
+
+
+async def current_caller(
+    request: Request,
+    auth: Auth,
+    key: OptionalKey,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | KeyPrincipal:
+    """An API key when `X-API-Key` is sent, else the admin behind the bearer token."""
+    if key is not None:
+        return key
+    return await current_admin(request, auth, credentials)
+
+
+Caller = Annotated[Principal | KeyPrincipal, Depends(current_caller)]
+
+
+def require_scope(scope: str) -> Callable[[KeyPrincipal | None], KeyPrincipal]:
+    """A dependency: an API key with `scope` (401 without a key, 403 without the scope)."""
+
+    def dependency(key: OptionalKey) -> KeyPrincipal:
+        if key is None:
+            raise Unauthorized(f"An API key with the {scope} scope is required.")
+        key.require(scope)
+        return key
+
+    return dependency

@@ -48,10 +48,13 @@ class PasswordHasher:
 
     async def verify(self, password: str, hashed: str | None) -> bool:
         """True when `password` matches `hashed`; with no hash, takes as long and is False."""
-        if hashed is None:
-            await self._run(bcrypt.checkpw, password.encode(), await self.dummy_hash())
+        secret = password.encode()
+        if hashed is None or len(secret) > MAX_PASSWORD_BYTES:
+            # bcrypt >= 5 raises past 72 bytes, and no stored password is that long: such a
+            # password cannot match, but it costs the same time as one that could.
+            await self._run(bcrypt.checkpw, secret[:MAX_PASSWORD_BYTES], await self.dummy_hash())
             return False
-        ok: bool = await self._run(bcrypt.checkpw, password.encode(), hashed.encode())
+        ok: bool = await self._run(bcrypt.checkpw, secret, hashed.encode())
         return ok
 
     async def dummy_hash(self) -> bytes:

@@ -1,4 +1,5 @@
-"""JWT issue and verify with PyJWT: HS256 pinned, `iss` and `aud` checked, claims required."""
+"""JWT issue and verify with PyJWT: the algorithm pinned per `kid`, `iss` and `aud` checked, claims
+required. Keys, rotation and the optional asymmetric algorithms live in `app.security.keys`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import jwt
 
-ALGORITHM = "HS256"
+from app.security.keys import KeyRing
+
+ALGORITHM = "HS256"  # the default; the key ring decides per kid
 REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
 
 
@@ -32,8 +35,20 @@ class TokenClaims:
 class TokenManager:
     """Issues and verifies the service's access tokens."""
 
-    def __init__(self, *, secret: str, issuer: str, audience: str, expires_minutes: int) -> None:
-        self._secret = secret
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        expires_minutes: int,
+        secret: str | None = None,
+        keys: KeyRing | None = None,
+    ) -> None:
+        if keys is None:
+            if secret is None:
+                raise ValueError("give a secret or a key ring")
+            keys = KeyRing.hmac(secret)
+        self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.lifetime_seconds = expires_minutes * 60
@@ -62,15 +77,28 @@ class TokenManager:
             "aud": self.audience,
             "ver": version,
         }
-        return jwt.encode(payload, self._secret, algorithm=ALGORITHM), claims
+        signing = self.keys.signing
+        token = jwt.encode(
+            payload, signing.key, algorithm=signing.algorithm, headers={"kid": signing.kid}
+        )
+        return token, claims
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; InvalidToken for anything else."""
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("malformed kid")
+        key = self.keys.for_kid(kid)
+        if key is None:
+            raise InvalidToken("unknown kid")
+        try:
             payload = jwt.decode(
                 token,
-                self._secret,
-                algorithms=[ALGORITHM],
+                key.key,
+                algorithms=[key.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": REQUIRED_CLAIMS},

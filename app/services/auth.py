@@ -1,15 +1,28 @@
-"""Login and per-request authentication (one indexed read that also carries revocation)."""
+"""Login, logout and per-request authentication.
+
+Each request costs two primary-key reads, made concurrently: the organization record (which
+carries the admin's `token_version`: password change and logout-all bump it) and the jti
+denylist (logout of one token). Login is rate-limited per email and per client IP before any
+password is checked, and every login, good or bad, goes to the audit log.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from app.errors import InvalidCredentials, Unauthorized
 from app.repositories.base import Doc
 from app.schemas import LoginRequest, TokenResponse
 from app.security.passwords import PasswordHasher
 from app.security.tokens import InvalidToken, TokenClaims, TokenManager
+from app.services.audit import ANONYMOUS, FAILURE, Actor, AuditService, RequestMeta
 from app.services.context import Stores
+from app.services.rate_limit import LoginLimiter, RateLimited
+
+NO_META = RequestMeta()
+REVOCATION_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,28 +32,82 @@ class Principal:
     claims: TokenClaims
     organization: Doc
 
+    @property
+    def actor(self) -> Actor:
+        return Actor("admin", self.claims.admin_id)
+
 
 class AuthService:
     """Checks passwords and tokens."""
 
-    def __init__(self, stores: Stores, hasher: PasswordHasher, tokens: TokenManager) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        hasher: PasswordHasher,
+        tokens: TokenManager,
+        *,
+        limiter: LoginLimiter | None = None,
+        audit: AuditService | None = None,
+    ) -> None:
         self.stores = stores
         self.hasher = hasher
         self.tokens = tokens
+        self.limiter = limiter
+        self.audit = audit
 
-    async def login(self, body: LoginRequest) -> TokenResponse:
+    async def _audit(
+        self,
+        action: str,
+        *,
+        actor: Actor,
+        meta: RequestMeta,
+        organization_id: str | None,
+        code: str | None = None,
+    ) -> None:
+        if self.audit is not None:
+            outcome = FAILURE if code else "success"
+            await self.audit.record(
+                action, actor=actor, meta=meta, organization_id=organization_id,
+                outcome=outcome, code=code,
+            )  # fmt: skip
+
+    async def login(self, body: LoginRequest, meta: RequestMeta = NO_META) -> TokenResponse:
         """A token for valid credentials; the same 401, in the same time, for any wrong pair."""
+        if self.limiter is not None:
+            try:
+                await self.limiter.check(body.email, meta.ip)  # before bcrypt: cheap rejection
+            except RateLimited:
+                await self._audit(
+                    "admin.login", actor=ANONYMOUS, meta=meta, organization_id=None,
+                    code="rate_limited",
+                )  # fmt: skip
+                raise
         admin = await self.stores.admins.by_email(body.email)
         ok = await self.hasher.verify(body.password, admin["password_hash"] if admin else None)
-        if not ok or admin is None:
+        org = None
+        if ok and admin is not None:
+            org = await self.stores.orgs.get_active(admin["organization_id"])
+        if admin is None or org is None or org["admin"]["admin_id"] != admin["_id"]:
+            # The same writes for an unknown email and a wrong password: same time, same body.
+            if self.limiter is not None:
+                await self.limiter.record_failure(body.email, meta.ip)
+            await self._audit(
+                "admin.login",
+                actor=Actor("admin", admin["_id"]) if admin else ANONYMOUS,
+                meta=meta,
+                organization_id=admin["organization_id"] if admin else None,
+                code=InvalidCredentials.code,
+            )
             raise InvalidCredentials()
-        org = await self.stores.orgs.get_active(admin["organization_id"])
-        if org is None or org["admin"]["admin_id"] != admin["_id"]:
-            raise InvalidCredentials()
+        if self.limiter is not None:
+            await self.limiter.reset(body.email)
         token, claims = self.tokens.issue(
             admin_id=admin["_id"],
             organization_id=org["_id"],
             version=int(org["admin"].get("token_version", 0)),
+        )
+        await self._audit(
+            "admin.login", actor=Actor("admin", admin["_id"]), meta=meta, organization_id=org["_id"]
         )
         return TokenResponse(
             access_token=token,
@@ -55,11 +122,43 @@ class AuthService:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
-        org = await self.stores.orgs.get_active(claims.organization_id)
+        org, revoked = await asyncio.gather(
+            self.stores.orgs.get_active(claims.organization_id),
+            self.stores.revocations.is_revoked(claims.jti),
+        )
         if (
             org is None
+            or revoked
             or org["admin"]["admin_id"] != claims.admin_id
             or int(org["admin"].get("token_version", 0)) != claims.version
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
         return Principal(claims=claims, organization=org)
+
+    async def logout(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
+        """Revoke the presented token on every replica, until it would have expired anyway."""
+        claims = principal.claims
+        await self.stores.revocations.revoke(
+            claims.jti,
+            admin_id=claims.admin_id,
+            organization_id=claims.organization_id,
+            # Kept a little past `exp`: verification allows a few seconds of clock leeway.
+            expires_at=datetime.fromtimestamp(claims.expires_at + REVOCATION_GRACE_SECONDS, UTC),
+        )
+        await self._audit(
+            "admin.logout", actor=principal.actor, meta=meta,
+            organization_id=claims.organization_id,
+        )  # fmt: skip
+
+    async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
+        """Revoke every token of this admin (a new token version, as a password change does)."""
+        claims = principal.claims
+        bumped = await self.stores.orgs.bump_token_version(
+            claims.organization_id, admin_id=claims.admin_id
+        )
+        if bumped is None:
+            raise Unauthorized("Token has been revoked.", code="token_revoked")
+        await self._audit(
+            "admin.logout_all", actor=principal.actor, meta=meta,
+            organization_id=claims.organization_id,
+        )  # fmt: skip

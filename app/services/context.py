@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+
+from pymongo.errors import OperationFailure
 
 from app.config import Settings
 from app.faults import FaultInjector
 from app.repositories.admins import AdminRepository
+from app.repositories.api_keys import ApiKeyRepository
+from app.repositories.audit import AuditRepository
 from app.repositories.base import Database
 from app.repositories.claims import ClaimRepository
 from app.repositories.operations import OperationRepository
 from app.repositories.organizations import OrganizationRepository
+from app.repositories.rate_limits import LoginFailureRepository
+from app.repositories.revocations import RevocationRepository
 from app.repositories.tenants import TenantCollections
 
 
@@ -23,6 +30,13 @@ class Stores:
     claims: ClaimRepository
     ops: OperationRepository
     tenants: TenantCollections
+    login_failures: LoginFailureRepository
+    revocations: RevocationRepository
+    api_keys: ApiKeyRepository
+    audit: AuditRepository
+    # The store refuses non-ASCII collection names (nx-27017 does; MongoDB does not): found out
+    # at start-up, so such names are a clear 422 there instead of a failed create or rename.
+    ascii_only_names: bool = False
 
     @classmethod
     def over(cls, db: Database) -> Stores:
@@ -32,6 +46,10 @@ class Stores:
             claims=ClaimRepository(db),
             ops=OperationRepository(db),
             tenants=TenantCollections(db),
+            login_failures=LoginFailureRepository(db),
+            revocations=RevocationRepository(db),
+            api_keys=ApiKeyRepository(db),
+            audit=AuditRepository(db),
         )
 
     async def ensure_indexes(self) -> None:
@@ -40,6 +58,20 @@ class Stores:
         await self.admins.ensure_indexes()
         await self.claims.ensure_indexes()
         await self.ops.ensure_indexes()
+        await self.login_failures.ensure_indexes()
+        await self.revocations.ensure_indexes()
+        await self.api_keys.ensure_indexes()
+        await self.audit.ensure_indexes()
+        self.ascii_only_names = not await self._accepts_unicode_names()
+
+    async def _accepts_unicode_names(self) -> bool:
+        probe = f"_probe_\u00e9_{uuid.uuid4().hex[:8]}"  # a name nobody else uses
+        try:
+            await self.tenants.db.create_collection(probe)
+        except OperationFailure:
+            return False
+        await self.tenants.db.drop_collection(probe)
+        return True
 
 
 @dataclass(slots=True)

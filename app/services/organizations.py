@@ -41,9 +41,12 @@ class OrganizationService:
     def slug_of(self, name: str) -> str:
         """The slug of `name`, or a 422."""
         try:
-            return validate_name(name, db_name=self.ctx.settings.mongodb_db)
+            slug = validate_name(name, db_name=self.ctx.settings.mongodb_db)
         except InvalidName as exc:
             raise _name_error(exc) from exc
+        if self.stores.ascii_only_names and not slug.isascii():
+            raise _name_error(InvalidName("this database only supports ASCII organization names"))
+        return slug
 
     async def _start(self, op: Doc) -> None:
         await self.stores.ops.start(
@@ -133,6 +136,26 @@ class OrganizationService:
         if await self.stores.orgs.get_active_by_slug(slug) is None:
             raise NotFound()
         raise Forbidden()
+
+    async def get_any(self, name: str) -> Doc:
+        """Any active organization named `name` (for an API key with org:read), or 404."""
+        org = await self.stores.orgs.get_active_by_slug(self.slug_of(name))
+        if org is None:
+            raise NotFound()
+        return org
+
+    async def list_page(self, *, limit: int, after: str | None) -> tuple[list[Doc], str | None]:
+        """Active organizations by slug, after the slug `after`; and the next page's `after`."""
+        docs = await self.stores.orgs.list_active(limit=limit + 1, after=after)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        return docs, (docs[-1]["slug"] if more else None)
+
+    def renames(self, caller_org: Doc, body: OrganizationUpdate) -> bool:
+        """True when `body` moves the organization to another slug (a 422 for a bad name)."""
+        if body.organization_name is None:
+            return False
+        return bool(self.slug_of(body.organization_name) != caller_org["slug"])
 
     # ---------------------------------------------------------------- update / rename
     async def update(self, caller_org: Doc, body: OrganizationUpdate) -> Doc:

@@ -1,0 +1,73 @@
+"""`GET /org/audit`: the caller's organization's audit log, newest first, in pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from app.api.deps import Audit, CurrentAdmin
+from app.api.responses import errors
+from app.repositories.base import Doc, as_utc
+from app.schemas import UtcTime
+
+router = APIRouter(prefix="/org", tags=["audit"])
+
+
+class AuditActor(BaseModel):
+    """Who acted: `admin` (id = admin_id), `api_key` (id = key id), `cli` or `anonymous`."""
+
+    type: str
+    id: str | None
+
+
+class AuditEntry(BaseModel):
+    """One audited action. Never holds a password, hash, token or API key."""
+
+    id: str
+    at: UtcTime
+    action: str
+    outcome: Literal["success", "failure"]
+    code: str | None
+    actor: AuditActor
+    organization_id: str | None
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """One page of entries; pass `next_cursor` back as `cursor` for the next (null: no more)."""
+
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+def to_entry(doc: Doc) -> AuditEntry:
+    at: datetime | str = doc["at"]
+    return AuditEntry(
+        id=doc["_id"],
+        at=as_utc(at),
+        action=doc["action"],
+        outcome=doc["outcome"],
+        code=doc.get("code"),
+        actor=AuditActor(type=doc["actor"]["type"], id=doc["actor"].get("id")),
+        organization_id=doc.get("organization_id"),
+        ip=doc.get("ip"),
+        request_id=doc.get("request_id"),
+        details=doc.get("details") or {},
+    )
+
+
+@router.get("/audit", response_model=AuditPage, responses=errors(401, 422, 503))
+async def audit_log(
+    caller: CurrentAdmin,
+    audit: Audit,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    """The caller's organization's audit entries, newest first (cursor pagination)."""
+    docs, next_cursor = await audit.page(caller.claims.organization_id, limit=limit, cursor=cursor)
+    return AuditPage(items=[to_entry(d) for d in docs], next_cursor=next_cursor)
