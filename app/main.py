@@ -74,6 +74,7 @@ def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppStat
     reconciler = Reconciler(stores, ctx)
     reconciler.observers.append(metrics.observe_reconcile)
     reconciler.error_observers.append(metrics.observe_db_error)
+    reconciler.deleted_observers.append(audit_log.organization_deleted)
     return AppState(
         settings=settings,
         metrics=metrics,

@@ -68,7 +68,7 @@ class RequestContextMiddleware:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "organization_id": state.get("organization_id"),
-                    "client": (scope.get("client") or ("", 0))[0],
+                    "client": state.get("client_ip") or (scope.get("client") or ("", 0))[0],
                 },
             )
             for observe in self.observers:

@@ -171,11 +171,15 @@ async def test_crash_during_delete(
             url + "/org/delete", params={"organization_name": "Goner"}, headers=bearer(token)
         )
 
+    goner_id = (await db.organizations.find_one({"slug": "goner"}))["_id"]
     healed = await crash_then_recover(nx_server, logs_dir, point, delete)
     try:
         await wait_reconciled(nx_client)
         orgs = await assert_consistent(db)
         assert [o["slug"] for o in orgs] == ["bystander"]
+        # The reconciler that finished the delete also started the audit retention clock.
+        entries = await db.audit_log.find({"organization_id": goner_id}).to_list(length=None)
+        assert entries and all(e.get("expires_ms") for e in entries), entries
         assert await db["org_bystander"].count_documents({}) == 100
         async with httpx.AsyncClient(timeout=30) as http:
             res = await http.get(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pymongo.errors import PyMongoError
 
@@ -29,6 +29,8 @@ class Reconciler:
         self.ctx = ctx
         self.observers: list[Callable[[str, str], None]] = []  # (kind, outcome) for metrics
         self.error_observers: list[Callable[[BaseException], None]] = []
+        # Called with the organization id of every delete the reconciler finished (audit retention).
+        self.deleted_observers: list[Callable[[str], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -62,6 +64,9 @@ class Reconciler:
             )
             for observe in self.observers:
                 observe(kind, outcome)
+            if outcome == "delete_completed":
+                for deleted in self.deleted_observers:
+                    await deleted(str(op["organization_id"]))
             done[outcome] += 1
         return done
 
