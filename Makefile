@@ -32,7 +32,7 @@ FUZZ_SEED ?= 42
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.run --max-examples $(FUZZ_EXAMPLES) --seed $(FUZZ_SEED)
 
-test: lint typecheck pytest fuzz
+test: lint typecheck fuzz pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
