@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from mongomock_motor import AsyncMongoMockClient
 
+from app.config import Settings
 from app.security.tokens import InvalidToken, TokenManager
-from tests.helpers import TEST_SECRET, bearer, create_and_login
+from tests.helpers import TEST_SECRET, app_client, bearer, create_and_login
 
 
 def b64(data: dict[str, Any]) -> str:
@@ -132,3 +134,30 @@ def test_manager_rejects_sub_mismatch() -> None:
     claims = claims_of(token) | {"sub": "someone-else"}
     with pytest.raises(InvalidToken):
         tm.verify(jwt.encode(claims, TEST_SECRET, "HS256"))
+
+
+async def test_denylist_is_read_only_after_a_logout_in_that_organization(
+    settings: Settings,
+) -> None:
+    """One read per request normally; the jti denylist is consulted only while it may matter."""
+    async with app_client(settings, AsyncMongoMockClient(tz_aware=True)) as (http, app):
+        stores = app.state.svc.stores
+        _, token = await create_and_login(http, "Acme", "a@acme.com")
+        _, other = await create_and_login(http, "Other", "o@other.com")
+        reads: list[str] = []
+        real_is_revoked = stores.revocations.is_revoked
+
+        async def counting(jti: str) -> bool:
+            reads.append(jti)
+            return await real_is_revoked(jti)
+
+        stores.revocations.is_revoked = counting
+        assert (await get_with(http, token)).status_code == 200
+        assert reads == []  # nobody logged out: no denylist read
+        assert (await http.post("/admin/logout", headers=bearer(token))).status_code == 204
+        assert_401(await get_with(http, token))
+        assert len(reads) == 1  # Acme now looks at the denylist...
+        res = await http.get(
+            "/org/get", params={"organization_name": "Other"}, headers=bearer(other)
+        )
+        assert res.status_code == 200 and len(reads) == 1  # ...other organizations do not

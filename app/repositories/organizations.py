@@ -88,6 +88,10 @@ class OrganizationRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def mark_denylist(self, org_id: str, *, until_ms: int) -> None:
+        """Record that a revoked token of this organization may be unexpired until `until_ms`."""
+        await self.col.update_one({"_id": org_id}, {"$max": {"admin.denylist_until_ms": until_ms}})
+
     async def delete(self, org_id: str, *, op_id: str) -> None:
         await self.col.delete_one({"_id": org_id, "pending_op": op_id})
 
