@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -52,10 +52,14 @@ OrganizationName = Annotated[
     Field(examples=["Acme Corp"]),
 ]
 Email = Annotated[EmailStr, Field(max_length=254, examples=["admin@acme.com"])]
-UtcTime = Annotated[
-    datetime,
-    PlainSerializer(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", return_type=str),
-]
+
+
+def _utc_text(value: datetime) -> str:
+    """`2026-11-22T10:00:00.000Z` (isoformat is C code; strftime showed up in the profile)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+UtcTime = Annotated[datetime, PlainSerializer(_utc_text, return_type=str)]
 
 
 class StrictModel(BaseModel):
