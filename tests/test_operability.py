@@ -43,7 +43,7 @@ def env_for(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
 async def test_database_outage_is_a_quick_503_and_heals(tmp_path: Path) -> None:
     nx = EmbeddedMongo(tmp_path / "nx")
     nx_proc = start_nx(nx)
-    svc = ServiceProcess(env_for(nx, MONGODB_TIMEOUT_MS="1500"), log_path=tmp_path / "svc.log")
+    svc = ServiceProcess(env_for(nx), log_path=tmp_path / "svc.log")  # default timeout
     try:
         await svc.start()
         async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
