@@ -50,6 +50,18 @@ async def app_client(
             yield http, app
 
 
+def nx_service_env(nx: EmbeddedMongo, *, db: str, **extra: str) -> dict[str, str]:
+    """Environment for a service subprocess on `nx`: fast bcrypt, the test secret, plus `extra`."""
+    return {
+        "MONGODB_URL": nx.url,
+        "MONGODB_DB": db,
+        "JWT_SECRET": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "ENVIRONMENT": "development",
+        **extra,
+    }
+
+
 def org_body(name: str, email: str | None = None, password: str = PASSWORD) -> dict[str, str]:
     email = email or f"admin@{''.join(c for c in name.lower() if c.isalnum()) or 'x'}.example.com"
     return {"organization_name": name, "email": email, "password": password}

@@ -13,7 +13,7 @@ from mongomock_motor import AsyncMongoMockClient
 
 from app.db import EmbeddedMongo
 from app.services.audit import Actor, RequestMeta
-from tests.helpers import TEST_SECRET, ServiceProcess, app_client, make_settings
+from tests.helpers import ServiceProcess, app_client, make_settings, nx_service_env
 
 PROC_DB = "org_service_security"
 
@@ -30,14 +30,7 @@ async def custom_app(
 
 
 def service_env(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
-    return {
-        "MONGODB_URL": nx.url,
-        "MONGODB_DB": PROC_DB,
-        "JWT_SECRET": TEST_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "ENVIRONMENT": "development",
-        **extra,
-    }
+    return nx_service_env(nx, db=PROC_DB, **extra)
 
 
 @contextlib.asynccontextmanager

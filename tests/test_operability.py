@@ -21,9 +21,9 @@ from app.db import EmbeddedMongo
 from tests.helpers import (
     PASSWORD,
     ROOT,
-    TEST_SECRET,
     ServiceProcess,
     bearer,
+    nx_service_env,
     org_body,
     start_nx,
     stop_process,
@@ -31,13 +31,7 @@ from tests.helpers import (
 
 
 def env_for(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
-    return {
-        "MONGODB_URL": nx.url,
-        "MONGODB_DB": "ops_db",
-        "JWT_SECRET": TEST_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        **extra,
-    }
+    return nx_service_env(nx, db="ops_db", **extra)
 
 
 async def test_database_outage_is_a_quick_503_and_heals(tmp_path: Path) -> None:

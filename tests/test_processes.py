@@ -13,20 +13,13 @@ from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
 from tests.consistency import assert_consistent
-from tests.helpers import PASSWORD, TEST_SECRET, ServiceProcess, bearer, org_body
+from tests.helpers import PASSWORD, ServiceProcess, bearer, nx_service_env, org_body
 
 DB = "org_service_procs"
 
 
 def service_env(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
-    return {
-        "MONGODB_URL": nx.url,
-        "MONGODB_DB": DB,
-        "JWT_SECRET": TEST_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "ENVIRONMENT": "development",
-        **extra,
-    }
+    return nx_service_env(nx, db=DB, **extra)
 
 
 @pytest.fixture
