@@ -15,6 +15,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such organization.",
         409: "Name or email taken, or another change in progress.",
         422: "Invalid input.",
+        429: "Too many failed logins for this email or client IP; see `Retry-After`.",
         503: "Database unavailable.",
     }
     return {s: {"model": ErrorBody, "description": text.get(s, "Error.")} for s in statuses}
