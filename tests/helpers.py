@@ -35,7 +35,7 @@ def make_settings(**overrides: Any) -> Settings:
         "mongodb_timeout_ms": 2000,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @contextlib.asynccontextmanager

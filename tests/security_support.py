@@ -35,7 +35,7 @@ def service_env(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def services(
-    nx: EmbeddedMongo, logs_dir: Path, count: int = 2, **extra: str
+    nx: EmbeddedMongo, logs_dir: Path, *, count: int = 2, **extra: str
 ) -> AsyncIterator[list[ServiceProcess]]:
     """`count` service processes on one nx-27017 store, stopped afterwards."""
     import asyncio

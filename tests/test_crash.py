@@ -171,7 +171,9 @@ async def test_crash_during_delete(
             url + "/org/delete", params={"organization_name": "Goner"}, headers=bearer(token)
         )
 
-    goner_id = (await db.organizations.find_one({"slug": "goner"}))["_id"]
+    goner = await db.organizations.find_one({"slug": "goner"})
+    assert goner is not None
+    goner_id = goner["_id"]
     healed = await crash_then_recover(nx_server, logs_dir, point, delete)
     try:
         await wait_reconciled(nx_client)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,13 @@ async def test_database_outage_is_a_quick_503_and_heals(tmp_path: Path) -> None:
             params = {"organization_name": "Steady"}
 
             stop_process(nx_proc)  # the database goes away under a running service
-            for call in (
+            calls: list[Callable[[], Awaitable[httpx.Response]]] = [
                 lambda: http.get("/org/get", params=params, headers=bearer(token)),
                 lambda: http.post("/org/create", json=org_body("During", "d@x.com")),
                 lambda: http.post("/admin/login", json={"email": "s@x.com", "password": PASSWORD}),
                 lambda: http.get("/ready"),
-            ):
+            ]
+            for call in calls:
                 started = time.monotonic()
                 res = await call()
                 elapsed = time.monotonic() - started
@@ -181,12 +183,11 @@ async def test_json_logs_have_request_fields_and_no_secrets(
             )
     finally:
         svc.stop()
-    hashes = [
-        d["password_hash"]
-        async for d in AsyncMongoClient(nx_server.url)["ops_db"].admins.find(
-            {}, {"password_hash": 1}
-        )
+    admins: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(nx_server.url)
+    hashes: list[str] = [
+        d["password_hash"] async for d in admins["ops_db"].admins.find({}, {"password_hash": 1})
     ]
+    await admins.close()
     text = log_path.read_text()
     entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     requests = [e for e in entries if e.get("msg") == "request"]

@@ -160,9 +160,13 @@ def test_client_ip_resolution_rules() -> None:
 async def test_login_limit_is_shared_by_two_processes(
     nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
 ) -> None:
-    env = {"LOGIN_MAX_FAILURES_PER_EMAIL": "4", "LOGIN_FAILURE_WINDOW_SECONDS": "300"}
     async with (
-        services(nx_server, logs_dir, **env) as (a, b),
+        services(
+            nx_server,
+            logs_dir,
+            LOGIN_MAX_FAILURES_PER_EMAIL="4",
+            LOGIN_FAILURE_WINDOW_SECONDS="300",
+        ) as (a, b),
         httpx.AsyncClient(timeout=30) as http,
     ):
         body = {"organization_name": "Shared", "email": "s@x.com", "password": PASSWORD}

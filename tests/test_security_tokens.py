@@ -159,7 +159,7 @@ async def test_tokens_carry_the_current_kid(api: httpx.AsyncClient) -> None:
 async def test_a_token_signed_with_a_previous_secret_is_still_accepted() -> None:
     """Rotation: yesterday's process signed with OLD_SECRET; today's has a new current secret
     and lists the old one as previous: yesterday's tokens still work, new ones use the new kid."""
-    store = AsyncMongoMockClient(tz_aware=True)
+    store: Any = AsyncMongoMockClient(tz_aware=True)
     async with custom_app(store, jwt_secret=OLD_SECRET) as (http, _):
         _org, old_token = await create_and_login(http, "Acme", "a@acme.com")
     new_secret = "the-new-current-secret-after-rotation-0123456789abcdef"
@@ -179,7 +179,7 @@ async def test_a_token_signed_with_a_previous_secret_is_still_accepted() -> None
 
 
 async def test_explicit_kids_for_previous_secrets() -> None:
-    store = AsyncMongoMockClient(tz_aware=True)
+    store: Any = AsyncMongoMockClient(tz_aware=True)
     async with custom_app(store, jwt_secret=OLD_SECRET, jwt_kid="2026-10") as (http, _):
         _org, old_token = await create_and_login(http, "Acme", "a@acme.com")
     assert jwt.get_unverified_header(old_token)["kid"] == "2026-10"
@@ -274,7 +274,7 @@ async def test_asymmetric_signing_and_jwks(tmp_path: Path, algorithm: str) -> No
 
 
 async def test_previous_public_key_still_verifies(tmp_path: Path) -> None:
-    store = AsyncMongoMockClient(tz_aware=True)
+    store: Any = AsyncMongoMockClient(tz_aware=True)
     old, new = tmp_path / "old.pem", tmp_path / "new.pem"
     old_key = ed25519.Ed25519PrivateKey.generate()
     old.write_bytes(pem_private(old_key))
@@ -300,7 +300,7 @@ async def test_previous_public_key_still_verifies(tmp_path: Path) -> None:
 async def test_switching_to_eddsa_keeps_hs256_tokens_until_they_expire(
     ed_key_file: Path,
 ) -> None:
-    store = AsyncMongoMockClient(tz_aware=True)
+    store: Any = AsyncMongoMockClient(tz_aware=True)
     async with custom_app(store) as (http, _):
         _, hs_token = await create_and_login(http, "Acme", "a@acme.com")
     async with custom_app(store, jwt_algorithm="EdDSA", jwt_private_key_file=str(ed_key_file)) as (

@@ -149,7 +149,8 @@ async def test_denylist_is_read_only_after_a_logout_in_that_organization(
 
         async def counting(jti: str) -> bool:
             reads.append(jti)
-            return await real_is_revoked(jti)
+            revoked: bool = await real_is_revoked(jti)
+            return revoked
 
         stores.revocations.is_revoked = counting
         assert (await get_with(http, token)).status_code == 200
