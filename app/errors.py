@@ -29,9 +29,14 @@ class AppError(Exception):
 
     status: int = 400
     code: str = "bad_request"
-    detail: str = "Bad request."
+    detail: str | list[dict[str, Any]] = "Bad request."
 
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        detail: str | list[dict[str, Any]] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail or self.detail)
         if detail is not None:
             self.detail = detail

@@ -127,7 +127,7 @@ def _decode_slug_cursor(cursor: str | None) -> str | None:
     except (binascii.Error, UnicodeError, ValueError):
         pass
     raise InvalidInput(
-        [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]  # type: ignore[arg-type]
+        [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
     )
 
 

@@ -203,6 +203,6 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     match = _CURSOR.match(raw)
     if match is None:
         raise InvalidInput(
-            [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]  # type: ignore[arg-type]
+            [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
         )
     return int(match.group(1)), match.group(2)

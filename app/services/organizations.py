@@ -25,9 +25,7 @@ from app.services.steps import complete_delete, complete_rename, undo_create
 
 
 def _name_error(exc: InvalidName) -> InvalidInput:
-    return InvalidInput(
-        [{"type": "value_error", "loc": ["organization_name"], "msg": str(exc)}]  # type: ignore[arg-type]
-    )
+    return InvalidInput([{"type": "value_error", "loc": ["organization_name"], "msg": str(exc)}])
 
 
 class OrganizationService:
