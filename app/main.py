@@ -120,12 +120,17 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             app.state.svc = state
             yield
         finally:
+            # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
             state.hasher.close()
             if own_client:
                 await the_client.close()
             if embedded is not None:
                 await embedded.stop()
+            log.info(
+                "shutdown complete: reconciler stopped, hash pool closed, database client closed",
+                extra={"embedded_store_stopped": embedded is not None},
+            )
 
     app = FastAPI(
         title="Organization service",

@@ -107,6 +107,7 @@ async def test_sigterm_lets_a_slow_login_finish(
         svc.stop()
     log = (tmp_path / "svc.log").read_text()
     assert '"level": "error"' not in log and "Traceback" not in log
+    assert "shutdown complete: reconciler stopped, hash pool closed, database client closed" in log
 
 
 async def test_metrics_move(nx_server: EmbeddedMongo, nx_client: Any, tmp_path: Path) -> None:
