@@ -138,7 +138,6 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         summary="Organizations, their tenant collections, and admin login with JWTs.",
         lifespan=lifespan,
     )
-    app.state.metrics = metrics
     install_error_handlers(app, on_db_error=metrics.observe_db_error)
     install_edges(app, settings)  # inner to the request context: 413s get a request id too
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])

@@ -68,6 +68,7 @@ class RequestContextMiddleware:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 2),
                     "organization_id": state.get("organization_id"),
+                    "api_key_id": state.get("api_key_id"),
                     "client": state.get("client_ip") or (scope.get("client") or ("", 0))[0],
                 },
             )
@@ -79,9 +80,6 @@ class RequestContextMiddleware:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
-            try:
-                decoded: str = value.decode("latin-1")
-            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-                return None
+            decoded: str = value.decode("latin-1")  # latin-1 decodes any byte
             return decoded
     return None

@@ -129,11 +129,6 @@ class ServiceProcess:
                 await asyncio.sleep(0.1)
         raise RuntimeError("service did not become healthy")
 
-    def kill9(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
     async def wait_exit(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
@@ -144,13 +139,8 @@ class ServiceProcess:
         return code
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
 
 
 def start_nx(server: EmbeddedMongo, *, timeout: float = 30.0) -> subprocess.Popen[bytes]:

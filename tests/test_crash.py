@@ -54,13 +54,21 @@ async def wait_reconciled(client: AsyncMongoClient[Any], *, timeout: float = 20.
         await asyncio.sleep(0.2)
 
 
-async def setup_org(url: str, name: str, email: str) -> str:
-    async with httpx.AsyncClient(timeout=30) as http:
-        res = await http.post(url + "/org/create", json=org_body(name, email))
-        assert res.status_code == 201, res.text
-        login = await http.post(url + "/admin/login", json={"email": email, "password": PASSWORD})
-        token: str = login.json()["access_token"]
-        return token
+async def setup_orgs(nx: EmbeddedMongo, logs: Path, *orgs: tuple[str, str]) -> list[str]:
+    """Create `(name, email)` organizations through a service started for that; their tokens."""
+    setup = ServiceProcess(service_env(nx), log_path=logs / "setup.log")
+    await setup.start()
+    tokens: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=setup.url, timeout=30) as http:
+            for name, email in orgs:
+                res = await http.post("/org/create", json=org_body(name, email))
+                assert res.status_code == 201, res.text
+                login = await http.post("/admin/login", json={"email": email, "password": PASSWORD})
+                tokens.append(login.json()["access_token"])
+    finally:
+        setup.stop()
+    return tokens
 
 
 @pytest.mark.parametrize(
@@ -107,12 +115,7 @@ async def test_crash_during_create(
 async def test_crash_during_rename_loses_no_document(
     point: str, nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
 ) -> None:
-    setup = ServiceProcess(service_env(nx_server), log_path=logs_dir / "setup.log")
-    await setup.start()
-    try:
-        token = await setup_org(setup.url, "Big Tenant", "big@x.com")
-    finally:
-        setup.stop()
+    [token] = await setup_orgs(nx_server, logs_dir, ("Big Tenant", "big@x.com"))
     db = nx_client[DB]
     await db["org_big_tenant"].insert_many([{"n": i} for i in range(TENANT_DOCS)])
     await db["org_big_tenant"].create_index("n")
@@ -156,13 +159,9 @@ async def test_crash_during_rename_loses_no_document(
 async def test_crash_during_delete(
     point: str, nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
 ) -> None:
-    setup = ServiceProcess(service_env(nx_server), log_path=logs_dir / "setup.log")
-    await setup.start()
-    try:
-        token = await setup_org(setup.url, "Goner", "gone@x.com")
-        await setup_org(setup.url, "Bystander", "by@x.com")
-    finally:
-        setup.stop()
+    token, _ = await setup_orgs(
+        nx_server, logs_dir, ("Goner", "gone@x.com"), ("Bystander", "by@x.com")
+    )
     db = nx_client[DB]
     await db["org_bystander"].insert_many([{"n": i} for i in range(100)])
 

@@ -238,3 +238,19 @@ async def test_cli_create_list_revoke_against_a_running_service(
         "api_key.revoke",
     ]
     assert key not in json.dumps(entries, default=str)
+
+
+async def test_access_log_names_the_api_key_never_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    async with custom_app() as (http, app):
+        assert (await http.post("/org/create", json=org_body("Logged"))).status_code == 201
+        key = await new_key(app, "org:read")
+        caplog.set_level("INFO", logger="orgsvc.access")
+        res = await http.get(
+            "/org/get", params={"organization_name": "Logged"}, headers=key_header(key)
+        )
+        assert res.status_code == 200
+    [line] = [r for r in caplog.records if r.name == "orgsvc.access"]
+    match = KEY_PATTERN.match(key)
+    assert match is not None
+    assert getattr(line, "api_key_id", None) == match.group(1)  # the key's public id
+    assert key not in caplog.text and match.group(2) not in caplog.text

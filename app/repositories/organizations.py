@@ -23,6 +23,7 @@ class OrganizationRepository:
         await self.col.create_index("slug", unique=True)
         await self.col.create_index("collection_name", unique=True)
         await self.col.create_index("pending_op")
+        await self.col.create_index("status")  # the organizations gauge counts on every scrape
 
     async def insert(self, doc: Doc) -> None:
         await self.col.insert_one(doc)

@@ -11,7 +11,6 @@ from pymongo.errors import CollectionInvalid, OperationFailure
 from app.names import assert_safe_collection
 from app.repositories.base import Database
 
-NAMESPACE_NOT_FOUND = 26
 NAMESPACE_EXISTS = 48
 
 

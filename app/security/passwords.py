@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,7 +40,7 @@ class PasswordHasher:
         )
         self._dummy_hash: bytes | None = None
         self.queued = 0  # calls waiting for or running in the pool
-        self.observers: list[Any] = []  # callables(wait_seconds) for metrics
+        self.observers: list[Callable[[float], object]] = []  # wait seconds, for metrics
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()

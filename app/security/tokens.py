@@ -12,7 +12,6 @@ import jwt
 
 from app.security.keys import KeyRing
 
-ALGORITHM = "HS256"  # the default; the key ring decides per kid
 REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -120,12 +121,7 @@ class AuditService:
         try:
             await self.repo.insert(entry)
         except PyMongoError as exc:
-            log.error(
-                "audit entry not written",
-                extra={"audit": entry, "error": type(exc).__name__},
-            )
-            for observe in self.error_observers:
-                observe(exc)
+            self._write_failed("audit entry not written", exc, audit=entry)
 
     @asynccontextmanager
     async def track(
@@ -171,12 +167,17 @@ class AuditService:
                 expires_ms=epoch_ms(self.retention.total_seconds()),
             )
         except PyMongoError as exc:
-            log.error(
+            self._write_failed(
                 "audit retention not started for a deleted organization",
-                extra={"organization_id": organization_id, "error": type(exc).__name__},
+                exc,
+                organization_id=organization_id,
             )
-            for observe in self.error_observers:
-                observe(exc)
+
+    def _write_failed(self, message: str, exc: PyMongoError, **fields: Any) -> None:
+        """A failed audit write is logged and counted, never raised (see the module docstring)."""
+        log.error(message, extra={**fields, "error": type(exc).__name__})
+        for observe in self.error_observers:
+            observe(exc)
 
     async def page(
         self, organization_id: str, *, limit: int, cursor: str | None
