@@ -3,6 +3,12 @@
 The slug is the only thing from a request that ever becomes part of a MongoDB namespace, and it
 is built from letters, digits and `_` alone, so `$`, `.`, the null character and a `system.`
 prefix can never reach a namespace whatever the caller sends.
+
+Invisible characters cannot make look-alike organizations: every Default_Ignorable_Code_Point
+(ZWJ, ZWSP, soft hyphen, word joiner, variation selectors, BOM, Hangul fillers ...) is dropped
+before slugging, so "Ac<ZWJ>me Corp" is "Acme Corp"; the name itself keeps them (an emoji
+sequence or a Persian ZWNJ still displays right). Bidirectional controls, which can make a name
+display as another, are refused anywhere in a name.
 """
 
 from __future__ import annotations
@@ -10,12 +16,21 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import regex
+
 COLLECTION_PREFIX = "org_"
 MAX_NAME_CHARS = 200
 # MongoDB (4.4+) limits a namespace, "<db>.<collection>", to 255 bytes.
 MAX_NAMESPACE_BYTES = 255
 
 _SEPARATOR_RUN = re.compile(r"_+")
+# Unicode's derived property (DerivedCoreProperties.txt), kept current by the `regex` package;
+# Python's unicodedata does not expose it.
+_DEFAULT_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}+")
+# The explicit directional formatting characters (UAX #9): ALM, LRM, RLM, LRE..RLO, LRI..PDI.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 class InvalidName(ValueError):
@@ -23,8 +38,10 @@ class InvalidName(ValueError):
 
 
 def slugify(name: str) -> str:
-    """NFKC-normalise and casefold `name`, collapse every run of non-alphanumerics to `_`, trim."""
-    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    """Drop invisibles, NFKC-normalise and casefold, collapse non-alphanumeric runs to `_`, trim."""
+    # Dropped first, so that "e\u200d\u0301" composes to "é" like "e\u0301" does.
+    visible = _DEFAULT_IGNORABLE.sub("", name)
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
     chars = [ch if ch.isalnum() else "_" for ch in text]
     return _SEPARATOR_RUN.sub("_", "".join(chars)).strip("_")
 
@@ -47,6 +64,12 @@ def validate_name(name: str, *, db_name: str) -> str:
         raise InvalidName(f"organization_name must be at most {MAX_NAME_CHARS} characters")
     if "\x00" in name:
         raise InvalidName("organization_name must not contain the null character")
+    bidi = next((ch for ch in name if ch in BIDI_CONTROLS), None)
+    if bidi is not None:
+        raise InvalidName(
+            "organization_name must not contain bidirectional control characters "
+            f"(found U+{ord(bidi):04X})"
+        )
     slug = slugify(name)
     if not slug:
         raise InvalidName("organization_name must contain at least one letter or digit")

@@ -59,3 +59,75 @@ def test_namespace_limit_counts_utf8_bytes() -> None:
 def test_unsafe_collection_names_never_reach_ddl(bad: str) -> None:
     with pytest.raises(InvalidName):
         assert_safe_collection(bad)
+
+
+# Default-ignorable characters are invisible: a name with them is the same organization.
+@pytest.mark.parametrize(
+    "invisible",
+    [
+        "\u200d",  # ZERO WIDTH JOINER
+        "\u200c",  # ZERO WIDTH NON-JOINER
+        "\u200b",  # ZERO WIDTH SPACE
+        "\u00ad",  # SOFT HYPHEN
+        "\u2060",  # WORD JOINER
+        "\u034f",  # COMBINING GRAPHEME JOINER
+        "\ufe0f",  # VARIATION SELECTOR-16
+        "\U000e0100",  # VARIATION SELECTOR-17
+        "\ufeff",  # ZERO WIDTH NO-BREAK SPACE (BOM)
+        "\u3164",  # HANGUL FILLER (a letter to str.isalnum, invisible all the same)
+        "\U000e0041",  # TAG LATIN CAPITAL LETTER A
+    ],
+)
+def test_default_ignorables_do_not_change_the_slug(invisible: str) -> None:
+    for name in (f"Ac{invisible}me Corp", f"{invisible}Acme Corp", f"Acme {invisible}Corp"):
+        assert slugify(name) == "acme_corp", ascii(name)
+        assert validate_name(name, db_name="org_service") == "acme_corp"
+
+
+def test_an_ignorable_does_not_stop_composition() -> None:
+    assert slugify("Cafe\u200d\u0301") == slugify("Café") == "café"
+
+
+def test_a_name_of_ignorables_alone_has_no_slug() -> None:
+    with pytest.raises(InvalidName, match="letter or digit"):
+        validate_name("\u200b\u3164\u00ad", db_name="org_service")
+
+
+def test_legitimate_joiners_still_make_a_name() -> None:
+    """ZWJ in an emoji sequence or ZWNJ in Persian: the name is fine, only the slug ignores them."""
+    assert validate_name("Team \U0001f469\u200d\U0001f4bb Rocks", db_name="org_service") == (
+        "team_rocks"
+    )
+    assert validate_name("\u0645\u06cc\u200c\u062e\u0648\u0627\u0645", db_name="x") == (
+        "\u0645\u06cc\u062e\u0648\u0627\u0645"
+    )
+
+
+@pytest.mark.parametrize("name", ["Acme Corp", "Straße", "Café Ünïcode", "東京 Tokyo", "\u3164x"])
+def test_slugs_are_fixed_points(name: str) -> None:
+    slug = slugify(name)
+    assert slugify(slug) == slug
+    assert_safe_collection(collection_for(slug))
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        "\u061c",  # ARABIC LETTER MARK
+        "\u200e",  # LEFT-TO-RIGHT MARK
+        "\u200f",  # RIGHT-TO-LEFT MARK
+        "\u202a",  # LEFT-TO-RIGHT EMBEDDING
+        "\u202b",  # RIGHT-TO-LEFT EMBEDDING
+        "\u202c",  # POP DIRECTIONAL FORMATTING
+        "\u202d",  # LEFT-TO-RIGHT OVERRIDE
+        "\u202e",  # RIGHT-TO-LEFT OVERRIDE
+        "\u2066",  # LEFT-TO-RIGHT ISOLATE
+        "\u2067",  # RIGHT-TO-LEFT ISOLATE
+        "\u2068",  # FIRST STRONG ISOLATE
+        "\u2069",  # POP DIRECTIONAL ISOLATE
+    ],
+)
+def test_bidi_controls_are_refused_anywhere(control: str) -> None:
+    for name in (f"{control}Acme", f"Ac{control}me", f"Acme{control}", f"Acme {control} Corp"):
+        with pytest.raises(InvalidName, match=f"bidirectional.*U\\+{ord(control):04X}"):
+            validate_name(name, db_name="org_service")
