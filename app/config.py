@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    # Largest request head (request line + headers); larger is 431, refused while it is read.
+    max_header_bytes: int = Field(default=16_384, ge=4096, le=1024 * 1024)
 
     @field_validator("mongodb_url", mode="before")
     @classmethod
