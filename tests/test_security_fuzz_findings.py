@@ -38,13 +38,35 @@ async def test_a_body_that_is_not_utf8_is_a_documented_400(api: httpx.AsyncClien
         assert {"400", "413", "422"} <= set(documented), (path, sorted(documented))
 
 
-async def test_non_ascii_names_on_a_store_that_cannot_hold_them(
+async def test_non_ascii_names_work_on_the_embedded_store(
     real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
-    """nx-27017 refuses non-ASCII collection names (MongoDB accepts them): that was a 500 with a
-    failed clean-up. The service now learns this at start-up and answers a clear 422."""
+    """nx-27017 refused non-ASCII collection names (MongoDB accepts them): that was a 500 with a
+    failed clean-up, then a 422. Its launcher (app/nxserver.py) now lifts that limit, so the
+    start-up probe finds Unicode names work and they behave as the contract says."""
     http, app = real_api
-    assert app.state.svc.stores.ascii_only_names
+    assert not app.state.svc.stores.ascii_only_names
+    res = await http.post("/org/create", json=org_body("Café Zürich", "cafe@x.com"))
+    assert res.status_code == 201, res.text
+    assert res.json()["collection_name"] == "org_café_zürich"
+    _, token = await create_and_login(http, "Plain", "p@x.com")
+    res = await http.put(
+        "/org/update",
+        json={"organization_name": "Plaîn Two"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert res.status_code == 200, res.text
+    orgs = await assert_consistent(nx_client[settings.mongodb_db])
+    assert sorted(o["slug"] for o in orgs) == ["café_zürich", "plaîn_two"]
+
+
+async def test_a_store_that_refuses_non_ascii_names_gets_a_clear_422(
+    real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    """On a store whose start-up probe found non-ASCII collection names refused (nx-27017
+    without the launcher's patch), such names are a 422 that leaves nothing behind, not a 500."""
+    http, app = real_api
+    app.state.svc.stores.ascii_only_names = True  # what the probe finds on such a store
     res = await http.post("/org/create", json=org_body("Café Zürich", "cafe@x.com"))
     assert res.status_code == 422, res.text
     assert "ASCII" in res.json()["detail"][0]["msg"]
