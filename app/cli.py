@@ -47,13 +47,25 @@ def serve(
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        date_header=True,
-        timeout_graceful_shutdown=30,
-        proxy_headers=False,
+        **server_options(settings),
     )
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options of `serve` (tests run a server with the same ones)."""
+    from app.edges import head_limited_protocol
+
+    return {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "date_header": True,
+        "timeout_graceful_shutdown": 30,
+        "proxy_headers": False,
+        # The request head is bounded while it is read (431), not after uvicorn buffered it.
+        "http": head_limited_protocol(settings.max_header_bytes),
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -9,19 +9,31 @@
 - `SecurityHeadersMiddleware` adds nosniff, frame denial, no referrer, and `Cache-Control:
   no-store` unless the route chose its own caching (JWKS does).
 - CORS is off (no headers at all) unless CORS_ORIGINS lists origins.
+- The request head (request line + headers) is bounded by MAX_HEADER_BYTES twice: in the server,
+  by `head_limited_protocol` (uvicorn's own protocols buffer a whole head before the app sees
+  anything; httptools even copies the partial header on every read, so a 64 MB header took
+  seconds and hundreds of MB), and in the app by `HeaderLimitMiddleware` (same 431, whatever
+  server runs it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Iterable
 from ipaddress import ip_address
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+import h11
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from app.config import IPNetwork, Settings
 from app.errors import ErrorBody
@@ -31,6 +43,12 @@ SECURITY_HEADERS = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 )
+HEADER_TOO_LARGE = "request_header_fields_too_large"
+# After a 431 the server stops reading the head but keeps discarding what the client still sends
+# for at most this long, so the client reads the answer instead of a connection reset.
+LINGER_SECONDS = 2.0
+
+log = logging.getLogger("orgsvc.edges")
 
 
 # OpenAPI entries for every route that reads a body (the fuzzer holds us to our word).
@@ -45,8 +63,9 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def install_edges(app: FastAPI, settings: Settings) -> None:
     """Add the edge middleware (call before the request-context middleware, so it stays inner
-    and every 413 still gets a request id and an access-log line)."""
+    and every 413 and 431 still gets a request id and an access-log line)."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -205,3 +224,214 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# --- the request head ---------------------------------------------------------------------------
+
+
+def _header_too_large_body(limit: int) -> bytes:
+    detail = f"Request header fields are larger than {limit} bytes."
+    return json.dumps({"detail": detail, "code": HEADER_TOO_LARGE}).encode()
+
+
+def head_size(scope: Scope) -> int:
+    """Bytes of the request head as HTTP/1.1 would write it (at most what was received)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+    size = len(scope["method"]) + 1 + target + (1 if scope["query_string"] else 0) + 11
+    return size + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + 2
+
+
+class HeaderLimitMiddleware:
+    """431 for a request head over `max_bytes` (cheap: the server has parsed it already)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or head_size(scope) <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        body = _header_too_large_body(self.max_bytes)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _refusal(limit: int, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The raw 431 the server writes itself: the service's body shape and security headers."""
+    body = _header_too_large_body(limit)
+    headers = [
+        *default_headers,
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+        (b"cache-control", b"no-store"),
+    ]
+    lines = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join([*lines, b"\r\n", body])
+
+
+def _refuse(
+    transport: asyncio.Transport,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    limit: int,
+    default_headers: list[tuple[bytes, bytes]],
+    answering: bool,
+    client: tuple[str, int] | None,
+) -> asyncio.TimerHandle | None:
+    """Answer 431 and close; returns the timer that ends the lingering close, if any."""
+    log.warning(
+        "request head over MAX_HEADER_BYTES refused",
+        extra={"status": 431, "limit": limit, "client": client[0] if client else None},
+    )
+    if answering:
+        # A pipelined head while an earlier response is still being written: a 431 now would
+        # land inside that response, so the connection just ends.
+        transport.close()
+        return None
+    transport.write(_refusal(limit, default_headers))
+    if not transport.can_write_eof():  # TLS: no half-close
+        transport.close()
+        return None
+    transport.write_eof()  # after the 431 is flushed; reading goes on (and is discarded)
+    return loop.call_later(LINGER_SECONDS, transport.close)
+
+
+class _HttpToolsHeadLimited(HttpToolsProtocol):
+    """uvicorn's httptools protocol, feeding the parser at most `max_head_bytes` (+1) of a head.
+
+    httptools keeps a partial header value in a bytes object it re-concatenates on every read
+    (quadratic), and uvicorn only sees it once complete; so the head is counted here, on the way
+    in, and refused as soon as it passes the limit. Bodies are passed through untouched.
+    """
+
+    max_head_bytes: ClassVar[int] = 16_384
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._in_head = True
+        self._head_bytes = 0
+        self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering close: discard
+        while self._in_head and data:
+            room = self.max_head_bytes - self._head_bytes + 1
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+            if self.parser is None or self.transport.is_closing() or self.parser.should_upgrade():
+                return  # a 400, a closed connection, or an upgrade: uvicorn has taken over
+            if self._in_head and self._head_bytes > self.max_head_bytes:
+                self._refused = True
+                self._linger = _refuse(
+                    self.transport,
+                    self.loop,
+                    limit=self.max_head_bytes,
+                    default_headers=self.server_state.default_headers,
+                    answering=self.cycle is not None and not self.cycle.response_complete,
+                    client=self.client,
+                )
+                return
+        if data:
+            super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        super().connection_lost(exc)
+
+
+class _HeadLimitedConnection(h11.Connection):
+    """h11's connection, remembering that it gave up on a head for being too large."""
+
+    head_too_large = False
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                self.head_too_large = True
+            raise
+
+
+class _H11HeadLimited(H11Protocol):
+    """uvicorn's h11 protocol: h11 bounds its buffer itself; this turns its 400 into our 431."""
+
+    max_head_bytes: ClassVar[int] = 16_384
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = _HeadLimitedConnection(h11.SERVER, self.max_head_bytes)
+        self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        conn = self.conn
+        if not (isinstance(conn, _HeadLimitedConnection) and conn.head_too_large):
+            super().send_400_response(msg)
+            return
+        self._refused = True
+        self._linger = _refuse(
+            self.transport,
+            self.loop,
+            limit=self.max_head_bytes,
+            default_headers=self.server_state.default_headers,
+            answering=self.cycle is not None and not self.cycle.response_complete,
+            client=self.client,
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        super().connection_lost(exc)
+
+
+def head_limited_protocol(
+    max_head_bytes: int, *, prefer: Literal["httptools", "h11"] = "httptools"
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol class (httptools, as uvicorn[standard] picks by default, or
+    h11) with the request head bounded by `max_head_bytes`; pass it to uvicorn as `http=`."""
+    base: type[_HttpToolsHeadLimited | _H11HeadLimited]
+    base = _HttpToolsHeadLimited if prefer == "httptools" else _H11HeadLimited
+    return type(base.__name__, (base,), {"max_head_bytes": max_head_bytes})
