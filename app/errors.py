@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("orgsvc.errors")
 
@@ -104,13 +105,22 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "request_header_fields_too_large",
 }
+
+INTERNAL_ERROR = "Internal server error."
 
 
 def install_error_handlers(
     app: FastAPI, *, on_db_error: Callable[[BaseException], None] | None = None
 ) -> None:
-    """Render every error, expected or not, in the contract's `{detail, code}` shape."""
+    """Render every error, expected or not, in the contract's `{detail, code}` shape.
+
+    Call before adding any other middleware: the unexpected-error middleware must be the
+    innermost one, so a 500 still passes through all of them (request id, security headers,
+    access log) and the connection stays open.
+    """
+    app.add_middleware(UnexpectedErrorMiddleware)
 
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -138,7 +148,39 @@ def install_error_handlers(
             on_db_error(exc)
         return _body(503, "database_unavailable", DatabaseUnavailable.detail)
 
+    # Last resort, for an error in a middleware itself: Starlette answers from outside every
+    # middleware and re-raises (no request id, and the server closes the connection).
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return _body(500, "internal_error", "Internal server error.")
+        return _body(500, "internal_error", INTERNAL_ERROR)
+
+
+class UnexpectedErrorMiddleware:
+    """Turns an unexpected exception of a route into the contract's 500 *inside* the middleware
+    stack (Starlette's own Exception handler runs outside it and re-raises). After the response
+    has started there is nothing to fix: the exception goes on and the server drops the
+    connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started or isinstance(exc, StarletteHTTPException):
+                raise  # an HTTP error raised outside a route belongs to the middleware above
+            log.exception("unhandled error", exc_info=exc)
+            await _body(500, "internal_error", INTERNAL_ERROR)(scope, receive, send)

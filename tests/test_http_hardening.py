@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -200,3 +202,68 @@ def test_h11_fallback_refuses_with_431_too() -> None:
         raw = raw_exchange(port, head, filler=8 << 20)
         status, _, body = split_response(raw)
         assert_431(status, body)
+
+
+# --- 7: unexpected errors ----------------------------------------------------------------
+
+
+def raising_app() -> tuple[FastAPI, Settings]:
+    """The service with one extra route that fails unexpectedly."""
+    app, settings = mock_app()
+
+    async def boom() -> None:
+        raise RuntimeError("boom with a detail that must not reach the client")
+
+    app.add_api_route("/boom", boom, methods=["GET"])
+    return app, settings
+
+
+def assert_clean_500(status: int, headers: Any, body: bytes, request_id: str) -> None:
+    assert status == 500, body
+    assert json.loads(body) == {"detail": "Internal server error.", "code": "internal_error"}
+    assert headers.get("x-request-id") == request_id
+    assert_security_headers(headers)
+
+
+async def test_unexpected_error_in_process(caplog: pytest.LogCaptureFixture) -> None:
+    app, _ = raising_app()
+    caplog.set_level(logging.INFO)
+    async with app.router.lifespan_context(app):
+        # What a client sees (even when the transport would swallow a raised exception).
+        lenient = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=lenient, base_url="http://test") as http:
+            res = await http.get("/boom", headers={"X-Request-ID": "boom-1"})
+        assert_clean_500(res.status_code, res.headers, res.content, "boom-1")
+        # Nothing escapes the app: a server would otherwise drop the connection.
+        strict = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=strict, base_url="http://test") as http:
+            res = await http.get("/boom", headers={"X-Request-ID": "boom-2"})
+        assert_clean_500(res.status_code, res.headers, res.content, "boom-2")
+
+    access = [r for r in caplog.records if r.name == "orgsvc.access"]
+    assert [(r.__dict__["route"], r.__dict__["status"]) for r in access] == [("/boom", 500)] * 2
+    errors = [r for r in caplog.records if r.name == "orgsvc.errors" and r.exc_info]
+    assert errors, "the traceback is logged"
+    assert "must not reach" not in res.text
+
+
+def test_unexpected_error_keeps_the_connection() -> None:
+    app, settings = raising_app()
+    options = {**server_options(settings), "timeout_graceful_shutdown": 2}
+    with serve_in_thread(app, options) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/boom", headers={"X-Request-ID": "boom-3"})
+            first = conn.getresponse()
+            body = first.read()
+            assert_clean_500(first.status, first.headers, body, "boom-3")
+            assert first.headers.get("connection") != "close"
+            assert conn.sock is not None
+            local = conn.sock.getsockname()
+            conn.request("GET", "/health")  # same connection (keep-alive)
+            second = conn.getresponse()
+            assert second.status == 200, second.read()
+            second.read()
+            assert conn.sock is not None and conn.sock.getsockname() == local
+        finally:
+            conn.close()
