@@ -289,7 +289,6 @@ def _refuse(
     *,
     limit: int,
     default_headers: list[tuple[bytes, bytes]],
-    answering: bool,
     client: tuple[str, int] | None,
 ) -> asyncio.TimerHandle | None:
     """Answer 431 and close; returns the timer that ends the lingering close, if any."""
@@ -297,11 +296,6 @@ def _refuse(
         "request head over MAX_HEADER_BYTES refused",
         extra={"status": 431, "limit": limit, "client": client[0] if client else None},
     )
-    if answering:
-        # A pipelined head while an earlier response is still being written: a 431 now would
-        # land inside that response, so the connection just ends.
-        transport.close()
-        return None
     transport.write(_refusal(limit, default_headers))
     if not transport.can_write_eof():  # TLS: no half-close
         transport.close()
@@ -353,17 +347,33 @@ class _HttpToolsHeadLimited(HttpToolsProtocol):
                 return  # a 400, a closed connection, or an upgrade: uvicorn has taken over
             if self._in_head and self._head_bytes > self.max_head_bytes:
                 self._refused = True
-                self._linger = _refuse(
-                    self.transport,
-                    self.loop,
-                    limit=self.max_head_bytes,
-                    default_headers=self.server_state.default_headers,
-                    answering=self.cycle is not None and not self.cycle.response_complete,
-                    client=self.client,
-                )
+                if self.cycle is not None and not self.cycle.response_complete:
+                    # Pipelined behind a response still being written (or queued ones):
+                    # answer once they are done, not in the middle of one.
+                    self.flow.pause_reading()
+                else:
+                    self._refuse_now()
                 return
         if data:
             super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        if not self._refused or self.pipeline:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self._refuse_now()
+
+    def _refuse_now(self) -> None:
+        self.flow.resume_reading()  # to discard what the client still sends
+        self._linger = _refuse(
+            self.transport,
+            self.loop,
+            limit=self.max_head_bytes,
+            default_headers=self.server_state.default_headers,
+            client=self.client,
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
@@ -417,8 +427,7 @@ class _H11HeadLimited(H11Protocol):
             self.loop,
             limit=self.max_head_bytes,
             default_headers=self.server_state.default_headers,
-            answering=self.cycle is not None and not self.cycle.response_complete,
-            client=self.client,
+            client=self.client,  # h11 reads no pipelined head before the response is done
         )
 
     def connection_lost(self, exc: Exception | None) -> None:

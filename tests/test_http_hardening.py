@@ -204,6 +204,27 @@ def test_h11_fallback_refuses_with_431_too() -> None:
         assert_431(status, body)
 
 
+def test_a_pipelined_oversized_head_is_answered_after_the_earlier_response() -> None:
+    """A 431 never lands inside a response still being written on the same connection."""
+    app, settings = mock_app()
+
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(0.3)
+        return {"slow": "done"}
+
+    app.add_api_route("/slow", slow, methods=["GET"])
+    with serve_in_thread(app, {**server_options(settings), "timeout_graceful_shutdown": 2}) as port:
+        first = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        raw = raw_exchange(
+            port, first + b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: ", filler=1 << 20
+        )
+    status, _, rest = split_response(raw)
+    assert status == 200
+    assert rest.startswith(b'{"slow":"done"}HTTP/1.1 431 '), rest[:100]
+    status, _, body = split_response(rest.removeprefix(b'{"slow":"done"}'))
+    assert_431(status, body)
+
+
 # --- 7: unexpected errors ----------------------------------------------------------------
 
 
