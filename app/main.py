@@ -87,7 +87,7 @@ def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppStat
             stores,
             hasher,
             tokens,
-            limiter=LoginLimiter(stores.login_failures, settings),
+            limiter=LoginLimiter(stores.login_attempts, settings),
             audit=audit_log,
         ),
         reconciler=reconciler,
@@ -137,7 +137,12 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         version="1.0.0",
         summary="Organizations, their tenant collections, and admin login with JWTs.",
         lifespan=lifespan,
+        # A trailing slash is a plain 404: Starlette's redirect would build its Location from
+        # the Host header (an open redirect to whatever host the caller names).
+        redirect_slashes=False,
     )
+    # First: its unexpected-error middleware must stay innermost, so a 500 passes through all
+    # the others (request id, security headers, access log).
     install_error_handlers(app, on_db_error=metrics.observe_db_error)
     install_edges(app, settings)  # inner to the request context: 413s get a request id too
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
 from app.edges import client_ip
+from app.repositories.base import epoch_ms
 from tests.helpers import PASSWORD, create_and_login
 from tests.security_support import PROC_DB, custom_app, services
 
@@ -181,7 +182,8 @@ async def test_login_limit_is_shared_by_two_processes(
             res = await http.post(svc.url + "/admin/login", json=login("s@x.com", PASSWORD))
             assert_429(res)
     # The counters are documents in MongoDB (TTL-indexed), not process memory.
-    col = nx_client[PROC_DB]["login_failures"]
-    assert await col.count_documents({"key": {"$regex": "^email:"}}) == 4
+    col = nx_client[PROC_DB]["login_attempts"]
+    taken = {"key": {"$regex": "^email:"}, "until_ms": {"$gt": epoch_ms()}}
+    assert await col.count_documents(taken) == 4
     indexes = await col.index_information()
     assert any(v.get("expireAfterSeconds") == 0 for v in indexes.values()), indexes

@@ -21,8 +21,28 @@ class AdminRepository:
     async def by_email(self, email: str) -> Doc | None:
         return await self.col.find_one(
             {"email_lower": email.lower()},
-            {"password_hash": 1, "organization_id": 1},
+            {"password_hash": 1, "organization_id": 1, "password_version": 1},
         )
+
+    async def password_version(self, admin_id: str) -> int | None:
+        """How many times the password was changed (None: no such admin)."""
+        doc = await self.col.find_one({"_id": admin_id}, {"password_version": 1})
+        return None if doc is None else int(doc.get("password_version", 0))
+
+    async def set_password(self, admin_id: str, password_hash: str) -> None:
+        """A new password: the hash and its version change in one write."""
+        await self.col.update_one(
+            {"_id": admin_id},
+            {"$set": {"password_hash": password_hash}, "$inc": {"password_version": 1}},
+        )
+
+    async def rehash(self, admin_id: str, *, old_hash: str, new_hash: str) -> bool:
+        """Replace the hash of the same password (a new bcrypt cost), unless it changed meanwhile;
+        the password version stays, so logins racing with it are unaffected."""
+        res = await self.col.update_one(
+            {"_id": admin_id, "password_hash": old_hash}, {"$set": {"password_hash": new_hash}}
+        )
+        return res.modified_count == 1
 
     async def email_in_use(self, email: str, *, other_than: str) -> bool:
         doc = await self.col.find_one({"email_lower": email.lower()}, {"_id": 1})

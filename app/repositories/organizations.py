@@ -53,9 +53,16 @@ class OrganizationRepository:
         )
 
     async def unlock(self, org_id: str, *, op_id: str) -> None:
+        """Undo `lock` by `op_id` (a rename or delete that did not reach its commit point)."""
         await self.col.update_one(
-            {"_id": org_id, "pending_op": op_id, "status": ACTIVE}, {"$set": {"pending_op": None}}
+            {"_id": org_id, "pending_op": op_id, "status": {"$in": [ACTIVE, DELETING]}},
+            {"$set": {"pending_op": None, "status": ACTIVE}},
         )
+
+    async def other_uses_collection(self, collection: str, *, org_id: str) -> bool:
+        """True when a record other than `org_id`'s names `collection` (unique index)."""
+        doc = await self.col.find_one({"collection_name": collection}, {"_id": 1})
+        return doc is not None and doc["_id"] != org_id
 
     async def finish_rename(
         self, org_id: str, *, op_id: str, name: str, slug: str, collection: str

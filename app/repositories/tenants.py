@@ -25,16 +25,22 @@ class TenantCollections:
         # MongoDB applies the filter server-side; nx-27017 ignores it, so check membership too.
         return name in await self.db.list_collection_names(filter={"name": name})
 
-    async def create(self, name: str) -> None:
-        """Create the collection; one that already exists is left as it is."""
+    async def create(self, name: str) -> bool:
+        """Create the collection; False (and left as it is) when it already exists."""
         assert_safe_collection(name)
         try:
             await self.db.create_collection(name)
         except CollectionInvalid:
-            pass  # already there: a retried step
+            return False  # already there
         except OperationFailure as exc:
             if exc.code != NAMESPACE_EXISTS:
                 raise
+            return False
+        return True
+
+    async def is_empty(self, name: str) -> bool:
+        assert_safe_collection(name)
+        return await self.db[name].find_one({}, {"_id": 1}) is None
 
     async def rename(self, old: str, new: str) -> None:
         """renameCollection old -> new (metadata only); a no-op when it has already happened."""

@@ -75,6 +75,11 @@ class PasswordHasher:
         ok: bool = await self._run(bcrypt.checkpw, secret, hashed.encode())
         return ok
 
+    def needs_rehash(self, hashed: str) -> bool:
+        """True when `hashed` was made at another cost than the configured one."""
+        parts = hashed.split("$")  # $2b$12$<salt+hash>
+        return len(parts) < 4 or not parts[2].isdigit() or int(parts[2]) != self.rounds
+
     async def dummy_hash(self) -> bytes:
         """A hash of a random password at the configured cost, made once, for unknown emails."""
         if self._dummy_hash is None:

@@ -73,9 +73,11 @@ class AuthService:
 
     async def login(self, body: LoginRequest, meta: RequestMeta = NO_META) -> TokenResponse:
         """A token for valid credentials; the same 401, in the same time, for any wrong pair."""
+        reservation = None
         if self.limiter is not None:
             try:
-                await self.limiter.check(body.email, meta.ip)  # before bcrypt: cheap rejection
+                # Before bcrypt: a slot of this email and of this IP, or a cheap 429.
+                reservation = await self.limiter.reserve(body.email, meta.ip)
             except RateLimited:
                 await self._audit(
                     "admin.login", actor=ANONYMOUS, meta=meta, organization_id=None,
@@ -87,10 +89,16 @@ class AuthService:
         org = None
         if ok and admin is not None:
             org = await self.stores.orgs.get_active(admin["organization_id"])
+            # A password change writes the new hash (with a new password version) before it
+            # revokes older tokens. Read after the organization: if the version verified above
+            # is no longer current, the revocation may already be in `org`, and a token carrying
+            # it would outlive the change: this login raced a change, and issues nothing.
+            current = await self.stores.admins.password_version(admin["_id"])
+            if current != int(admin.get("password_version", 0)):
+                org = None
         if admin is None or org is None or org["admin"]["admin_id"] != admin["_id"]:
             # The same writes for an unknown email and a wrong password: same time, same body.
-            if self.limiter is not None:
-                await self.limiter.record_failure(body.email, meta.ip)
+            # The reserved slots stay taken: they are this failure's record.
             await self._audit(
                 "admin.login",
                 actor=Actor("admin", admin["_id"]) if admin else ANONYMOUS,
@@ -99,8 +107,15 @@ class AuthService:
                 code=InvalidCredentials.code,
             )
             raise InvalidCredentials()
-        if self.limiter is not None:
-            await self.limiter.reset(body.email)
+        if self.limiter is not None and reservation is not None:
+            await self.limiter.succeeded(reservation)
+        if self.hasher.needs_rehash(admin["password_hash"]):
+            # BCRYPT_ROUNDS changed since this hash was made: upgrade it now that we know the
+            # password, so its login costs what an unknown email's does.
+            new_hash = await self.hasher.hash(body.password)
+            await self.stores.admins.rehash(
+                admin["_id"], old_hash=admin["password_hash"], new_hash=new_hash
+            )
         token, claims = self.tokens.issue(
             admin_id=admin["_id"],
             organization_id=org["_id"],

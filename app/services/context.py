@@ -16,7 +16,7 @@ from app.repositories.base import Database
 from app.repositories.claims import ClaimRepository
 from app.repositories.operations import OperationRepository
 from app.repositories.organizations import OrganizationRepository
-from app.repositories.rate_limits import LoginFailureRepository
+from app.repositories.rate_limits import LoginAttemptRepository
 from app.repositories.revocations import RevocationRepository
 from app.repositories.tenants import TenantCollections
 
@@ -30,7 +30,7 @@ class Stores:
     claims: ClaimRepository
     ops: OperationRepository
     tenants: TenantCollections
-    login_failures: LoginFailureRepository
+    login_attempts: LoginAttemptRepository
     revocations: RevocationRepository
     api_keys: ApiKeyRepository
     audit: AuditRepository
@@ -46,7 +46,7 @@ class Stores:
             claims=ClaimRepository(db),
             ops=OperationRepository(db),
             tenants=TenantCollections(db),
-            login_failures=LoginFailureRepository(db),
+            login_attempts=LoginAttemptRepository(db),
             revocations=RevocationRepository(db),
             api_keys=ApiKeyRepository(db),
             audit=AuditRepository(db),
@@ -58,7 +58,7 @@ class Stores:
         await self.admins.ensure_indexes()
         await self.claims.ensure_indexes()
         await self.ops.ensure_indexes()
-        await self.login_failures.ensure_indexes()
+        await self.login_attempts.ensure_indexes()
         await self.revocations.ensure_indexes()
         await self.api_keys.ensure_indexes()
         await self.audit.ensure_indexes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from bson import ObjectId
@@ -17,11 +18,14 @@ from app.errors import (
 )
 from app.names import InvalidName, collection_for, validate_name
 from app.repositories.base import Doc, utcnow
-from app.repositories.organizations import ACTIVE, CREATING, DELETING
+from app.repositories.organizations import CREATING, DELETING
 from app.schemas import OrganizationCreate, OrganizationUpdate
 from app.security.passwords import PasswordHasher
 from app.services.context import OperationContext, Stores
-from app.services.steps import complete_delete, complete_rename, undo_create
+from app.services.lease import Hold, OperationLost
+from app.services.steps import complete_delete, complete_rename, finish_create, undo_create
+
+log = logging.getLogger("orgsvc.organizations")
 
 
 def _name_error(exc: InvalidName) -> InvalidInput:
@@ -46,10 +50,10 @@ class OrganizationService:
             raise _name_error(InvalidName("this database only supports ASCII organization names"))
         return slug
 
-    async def _start(self, op: Doc) -> None:
-        await self.stores.ops.start(
-            op, owner=self.ctx.owner, lease_seconds=self.ctx.settings.operation_lease_seconds
-        )
+    async def _start(self, op: Doc) -> Hold:
+        lease = self.ctx.settings.operation_lease_seconds
+        fence = await self.stores.ops.start(op, owner=self.ctx.owner, lease_seconds=lease)
+        return Hold(self.stores.ops, op["_id"], fence=fence, lease_seconds=lease)
 
     # ---------------------------------------------------------------- create
     async def create(self, body: OrganizationCreate) -> Doc:
@@ -65,6 +69,7 @@ class OrganizationService:
 
         now = utcnow()
         org_id, admin_id, op_id = str(ObjectId()), str(ObjectId()), uuid.uuid4().hex
+        collection = collection_for(slug)
         op = {
             "_id": op_id,
             "kind": "create",
@@ -72,58 +77,79 @@ class OrganizationService:
             "admin_id": admin_id,
             "slug": slug,
         }
-        await self._start(op)
-        fault("create.after_intent")
-        try:
+        async with await self._start(op) as hold:
+            fault("create.after_intent")
             try:
-                await s.claims.claim(slug, org_id=org_id, op_id=op_id)
-            except DuplicateKeyError:
-                await s.ops.finish(op_id)
-                raise OrganizationExists() from None
-            fault("create.after_claim")
-            org: Doc = {
-                "_id": org_id,
-                "organization_name": body.organization_name,
-                "slug": slug,
-                "collection_name": collection_for(slug),
-                "status": CREATING,
-                "pending_op": op_id,
-                "admin": {"admin_id": admin_id, "email": body.email, "token_version": 0},
-                "created_at": now,
-                "updated_at": now,
-            }
-            await s.orgs.insert(org)
-            fault("create.after_org")
-            try:
-                await s.admins.insert(
-                    {
-                        "_id": admin_id,
-                        "email": body.email,
-                        "email_lower": body.email.lower(),
-                        "organization_id": org_id,
-                        "password_hash": password_hash,
-                        "created_at": now,
-                    }
-                )
-            except DuplicateKeyError:
-                await undo_create(s, op)
-                raise EmailTaken() from None
-            fault("create.after_admin")
-            await s.tenants.create(collection_for(slug))
-            fault("create.after_collection")
-            await s.orgs.activate(org_id, op_id=op_id)
-            fault("create.after_activate")
-            await s.ops.finish(op_id)
-        except (OrganizationExists, EmailTaken):
-            raise
-        except ConnectionFailure:
-            raise  # database gone: the reconciler undoes it once the lease ends
-        except Exception:
-            # Best effort now; if this fails too, the reconciler undoes it when the lease ends.
-            await undo_create(s, op)
-            raise
-        org["status"], org["pending_op"] = ACTIVE, None
-        return org
+                await hold.check()
+                try:
+                    await s.claims.claim(slug, org_id=org_id, op_id=op_id)
+                except DuplicateKeyError:
+                    await hold.finish()
+                    raise OrganizationExists() from None
+                fault("create.after_claim")
+                await hold.check()
+                org: Doc = {
+                    "_id": org_id,
+                    "organization_name": body.organization_name,
+                    "slug": slug,
+                    "collection_name": collection,
+                    "status": CREATING,
+                    "pending_op": op_id,
+                    "admin": {"admin_id": admin_id, "email": body.email, "token_version": 0},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                try:
+                    await s.orgs.insert(org)
+                except DuplicateKeyError:
+                    # Another record holds this slug or collection without a claim (a store
+                    # left so by an older release): the name is taken; touch nothing of theirs.
+                    await undo_create(s, op, hold)
+                    raise OrganizationExists() from None
+                fault("create.after_org")
+                await hold.check()
+                try:
+                    await s.admins.insert(
+                        {
+                            "_id": admin_id,
+                            "email": body.email,
+                            "email_lower": body.email.lower(),
+                            "organization_id": org_id,
+                            "password_hash": password_hash,
+                            "password_version": 0,
+                            "created_at": now,
+                        }
+                    )
+                except DuplicateKeyError:
+                    await undo_create(s, op, hold)
+                    raise EmailTaken() from None
+                fault("create.after_admin")
+                await hold.check()
+                if not await s.tenants.create(collection) and not await s.tenants.is_empty(
+                    collection
+                ):
+                    # Documents under a name nobody holds: never hand them to a new tenant.
+                    log.error("create %s found a non-empty orphan %s; refusing", op_id, collection)
+                    await undo_create(s, op, hold)
+                    raise OrganizationExists()
+                fault("create.after_collection")
+                await hold.commit()
+                fault("create.after_commit")
+                return await finish_create(s, op, hold, fault)
+            except (OrganizationExists, EmailTaken):
+                raise
+            except OperationLost:
+                if not hold.committed:
+                    # Whatever this process wrote after the new holder's undo, it removes now.
+                    await undo_create(s, op, None)
+                raise
+            except ConnectionFailure:
+                raise  # database gone: the reconciler undoes it once the lease ends
+            except Exception:
+                if not hold.committed:
+                    # Best effort now; if this fails too, the reconciler undoes it.
+                    await undo_create(s, op, hold)
+                raise
 
     # ---------------------------------------------------------------- lookups
     async def get_for(self, caller_org: Doc, name: str) -> Doc:
@@ -185,11 +211,32 @@ class OrganizationService:
                 raise EmailTaken() from None
             org = await self._set(org_id, {"admin.email": body.email})
         if password_hash is not None:
-            # Revoke first: a crash between the two writes leaves old tokens dead, never alive.
-            await s.orgs.bump_token_version(org_id, admin_id=admin_id)
-            await s.admins.update(admin_id, {"password_hash": password_hash})
+            await self.change_password(org_id, admin_id, password_hash)
             org = await self._set(org_id, {})
         return org
+
+    async def change_password(self, org_id: str, admin_id: str, password_hash: str) -> None:
+        """Store the new hash, then revoke every token issued before it.
+
+        The hash goes first, with a new password version in the same write: a login that
+        verified the old hash and reads the organization after the revocation finds the
+        version changed and issues nothing (AuthService.login). The intent makes the revocation
+        happen even if this process dies between the two writes (the reconciler completes it).
+        """
+        s = self.stores
+        op = {
+            "_id": uuid.uuid4().hex,
+            "kind": "password",
+            "organization_id": org_id,
+            "admin_id": admin_id,
+        }
+        async with await self._start(op) as hold:
+            await hold.commit()
+            await s.admins.set_password(admin_id, password_hash)
+            self.ctx.fault("password.after_hash")
+            await hold.check()
+            await s.orgs.bump_token_version(org_id, admin_id=admin_id)
+            await hold.finish()
 
     async def _set(self, org_id: str, fields: Doc) -> Doc:
         org = await self.stores.orgs.set_fields(org_id, fields)
@@ -209,20 +256,28 @@ class OrganizationService:
             "to_slug": new_slug,
             "to_name": new_name,
         }
-        await self._start(op)
-        locked = await s.orgs.lock(org["_id"], op_id=op_id)
-        if locked is None:
-            await s.ops.finish(op_id)
-            raise OperationInProgress()
-        fault("rename.after_lock")
-        try:
-            await s.claims.claim(new_slug, org_id=org["_id"], op_id=op_id)
-        except DuplicateKeyError:
-            await s.orgs.unlock(org["_id"], op_id=op_id)
-            await s.ops.finish(op_id)
-            raise OrganizationExists() from None
-        fault("rename.after_claim")
-        await complete_rename(s, op, locked, fault)
+        async with await self._start(op) as hold:
+            locked = await s.orgs.lock(org["_id"], op_id=op_id)
+            if locked is None:
+                await hold.finish()
+                raise OperationInProgress()
+            fault("rename.after_lock")
+            try:
+                await hold.check()
+                try:
+                    await s.claims.claim(new_slug, org_id=org["_id"], op_id=op_id)
+                except DuplicateKeyError:
+                    await s.orgs.unlock(org["_id"], op_id=op_id)
+                    await hold.finish()
+                    raise OrganizationExists() from None
+                await hold.commit()
+            except OperationLost:
+                # Undone by the new holder; remove what this process wrote after that.
+                await s.claims.release_for_op(new_slug, op_id=op_id)
+                await s.orgs.unlock(org["_id"], op_id=op_id)
+                raise
+            fault("rename.after_claim")
+            await complete_rename(s, op, locked, hold, fault)
         renamed = await s.orgs.get_active(org["_id"])
         if renamed is None:
             raise NotFound()
@@ -240,10 +295,15 @@ class OrganizationService:
             "organization_id": target["_id"],
             "slug": target["slug"],
         }
-        await self._start(op)
-        locked = await s.orgs.lock(target["_id"], op_id=op_id, status=DELETING)
-        if locked is None:
-            await s.ops.finish(op_id)
-            raise OperationInProgress()
-        self.ctx.fault("delete.after_lock")
-        await complete_delete(s, op, locked, self.ctx.fault)
+        async with await self._start(op) as hold:
+            locked = await s.orgs.lock(target["_id"], op_id=op_id, status=DELETING)
+            if locked is None:
+                await hold.finish()
+                raise OperationInProgress()
+            try:
+                await hold.commit()
+            except OperationLost:
+                await s.orgs.unlock(target["_id"], op_id=op_id)
+                raise
+            self.ctx.fault("delete.after_lock")
+            await complete_delete(s, op, locked, hold, self.ctx.fault)

@@ -1,20 +1,24 @@
-"""Brute-force protection for `/admin/login`: failed attempts counted per email and per client IP.
+"""Brute-force protection for `/admin/login`: attempts limited per email and per client IP.
 
-The counts live in MongoDB (`login_failures`), so every replica sees the same numbers. A key
-with `limit` failures inside the sliding window is refused with 429 before any password is
-checked (the cheap rejection), until its oldest counted failure leaves the window.
+The slots live in MongoDB (`login_attempts`), so every replica shares them. A login reserves one
+slot of its email and one of its IP atomically *before* any password is checked; with no free
+slot it is refused with 429 and `Retry-After` (the cheap rejection). A failed attempt keeps its
+slots for the window (that is its failure record); a successful one gives them back and frees
+its email's other slots. So at most `LOGIN_MAX_FAILURES_PER_EMAIL` password checks of one email
+(and `LOGIN_MAX_FAILURES_PER_IP` of one IP) run per window, however many requests arrive at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
+import uuid
+from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.errors import AppError
 from app.repositories.base import epoch_ms
-from app.repositories.rate_limits import LoginFailureRepository
+from app.repositories.rate_limits import LoginAttemptRepository
 
 
 class RateLimited(AppError):
@@ -34,12 +38,21 @@ def ip_key(ip: str) -> str:
     return "ip:" + ip
 
 
-class LoginLimiter:
-    """Counts failed logins per email and per client IP in a sliding window."""
+@dataclass(slots=True)
+class Reservation:
+    """The slots one login attempt holds."""
 
-    def __init__(self, repo: LoginFailureRepository, settings: Settings) -> None:
+    rid: str
+    email_key: str
+    keys: list[str] = field(default_factory=list)
+
+
+class LoginLimiter:
+    """Reserves login-attempt slots per email and per client IP in a sliding window."""
+
+    def __init__(self, repo: LoginAttemptRepository, settings: Settings) -> None:
         self.repo = repo
-        self.window_seconds = settings.login_failure_window_seconds
+        self.window_ms = settings.login_failure_window_seconds * 1000
         self.limits = {
             "email": settings.login_max_failures_per_email,
             "ip": settings.login_max_failures_per_ip,
@@ -51,27 +64,37 @@ class LoginLimiter:
             keys.append((ip_key(ip), self.limits["ip"]))
         return keys
 
-    async def check(self, email: str, ip: str | None) -> None:
-        """Raise RateLimited when this email or this IP has used up its failures."""
+    async def reserve(self, email: str, ip: str | None) -> Reservation:
+        """Take a slot of this email and of this IP, or raise RateLimited (holding none)."""
         now = epoch_ms()
-        since = now - self.window_seconds * 1000
-        keys = self._keys(email, ip)
-        counts = await asyncio.gather(*(self.repo.count_since(k, since) for k, _ in keys))
-        over = [(k, lim) for (k, lim), c in zip(keys, counts, strict=True) if c >= lim]
-        if not over:
-            return
-        retry_after = 1
-        for key, limit in over:
-            # Allowed again when the limit-th newest failure leaves the window.
-            oldest = await self.repo.nth_newest_ms(key, since, limit)
-            until = (oldest if oldest is not None else now) + self.window_seconds * 1000
-            retry_after = max(retry_after, math.ceil((until - now) / 1000))
-        raise RateLimited(retry_after)
+        until = now + self.window_ms
+        reservation = Reservation(rid=uuid.uuid4().hex, email_key=email_key(email))
+        for key, limit in self._keys(email, ip):
+            if not await self._take(key, limit, now_ms=now, until_ms=until, rid=reservation.rid):
+                await self.repo.release(reservation.keys, rid=reservation.rid)
+                raise RateLimited(await self._retry_after(key, limit, now))
+            reservation.keys.append(key)
+        return reservation
 
-    async def record_failure(self, email: str, ip: str | None) -> None:
-        keys = [k for k, _ in self._keys(email, ip)]
-        await self.repo.record(keys, window_seconds=self.window_seconds)
+    async def _take(self, key: str, limit: int, *, now_ms: int, until_ms: int, rid: str) -> bool:
+        repo = self.repo
+        if await repo.take_free(key, limit=limit, now_ms=now_ms, until_ms=until_ms, rid=rid):
+            return True
+        existing = {int(s["n"]) for s in await repo.slots(key, limit=limit)}
+        for n in range(limit):
+            if n not in existing and await repo.create_taken(key, n, until_ms=until_ms, rid=rid):
+                return True
+        # Every slot exists and was taken a moment ago; one may have been given back since.
+        return await repo.take_free(key, limit=limit, now_ms=now_ms, until_ms=until_ms, rid=rid)
 
-    async def reset(self, email: str) -> None:
-        """A successful login clears its email's failures (never the IP's)."""
-        await self.repo.clear(email_key(email))
+    async def _retry_after(self, key: str, limit: int, now_ms: int) -> int:
+        """Seconds until the first of the key's slots frees."""
+        untils = [int(s["until_ms"]) for s in await self.repo.slots(key, limit=limit)]
+        soonest = min(untils, default=now_ms)
+        return max(1, math.ceil((soonest - now_ms) / 1000))
+
+    async def succeeded(self, reservation: Reservation) -> None:
+        """The password was right: give the slots back, and forget the email's failures (never
+        the IP's)."""
+        await self.repo.release(reservation.keys, rid=reservation.rid)
+        await self.repo.clear(reservation.email_key)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pymongo.errors import PyMongoError
 
 from app.services.context import OperationContext, Stores
+from app.services.lease import Hold, OperationLost
 from app.services.steps import reconcile
 
 log = logging.getLogger("orgsvc.reconciler")
@@ -46,8 +47,15 @@ class Reconciler:
             if op is None:
                 continue  # another replica took it
             kind = str(op.get("kind"))
+            lease = self.ctx.settings.operation_lease_seconds
             try:
-                outcome = await reconcile(self.stores, op)
+                async with Hold(
+                    self.stores.ops, op["_id"], fence=int(op["fence"]), lease_seconds=lease
+                ) as hold:
+                    outcome = await reconcile(self.stores, op, hold)
+            except OperationLost:
+                # This replica stalled past the lease it took: another one holds it now.
+                outcome = "lost"
             except PyMongoError as exc:
                 log.warning("reconcile of %s %s failed: %s", kind, op["_id"], exc)
                 for observe_error in self.error_observers:
