@@ -196,3 +196,33 @@ async def test_crash_during_delete(
         await assert_consistent(db)
     finally:
         healed.stop()
+
+
+async def test_crash_during_password_change_still_revokes_old_tokens(
+    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> None:
+    """kill -9 after the new hash is stored but before the revocation: the reconciler revokes."""
+    [token] = await setup_orgs(nx_server, logs_dir, ("Keyholder", "key@x.com"))
+
+    async def change(http: httpx.AsyncClient, url: str) -> None:
+        await http.put(
+            url + "/org/update", json={"password": "the-new-password"}, headers=bearer(token)
+        )
+
+    healed = await crash_then_recover(nx_server, logs_dir, "password.after_hash", change)
+    try:
+        await wait_reconciled(nx_client)
+        await assert_consistent(nx_client[DB])
+        async with httpx.AsyncClient(base_url=healed.url, timeout=30) as http:
+            res = await http.get(
+                "/org/get", params={"organization_name": "Keyholder"}, headers=bearer(token)
+            )
+            assert res.status_code == 401 and res.json()["code"] == "token_revoked", res.text
+            old = await http.post("/admin/login", json={"email": "key@x.com", "password": PASSWORD})
+            assert old.status_code == 401
+            new = await http.post(
+                "/admin/login", json={"email": "key@x.com", "password": "the-new-password"}
+            )
+            assert new.status_code == 200, new.text
+    finally:
+        healed.stop()
