@@ -1,4 +1,12 @@
-"""Token attacks: each is a 401 with `WWW-Authenticate: Bearer`."""
+"""Token attacks: each is a 401 with `WWW-Authenticate: Bearer` and the exact reason.
+
+`invalid_token`: the token fails verification (signature, algorithm, expiry, audience, issuer,
+claims, kid, garbage). `token_revoked`: a valid token that was revoked (password change, logout,
+logout-all, deleted organization). `not_authenticated`: no token at all. Each test names the one
+it expects, so it fails when the guard behind it in `app.security.tokens` is removed (checked by
+removing each guard in turn); a test that accepted any of the three passed with signature
+verification switched off.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +37,21 @@ async def get_with(api: httpx.AsyncClient, token: str) -> httpx.Response:
     return await api.get("/org/get", params={"organization_name": "Acme"}, headers=bearer(token))
 
 
-def assert_401(res: httpx.Response) -> None:
+INVALID = "invalid_token"
+REVOKED = "token_revoked"
+MISSING = "not_authenticated"
+
+
+def assert_401(res: httpx.Response, code: str) -> None:
     assert res.status_code == 401, res.text
     assert res.headers["www-authenticate"] == "Bearer"
-    assert res.json()["code"] in {"invalid_token", "token_revoked", "not_authenticated"}
+    assert res.json()["code"] == code, res.text
+
+
+def signed(claims: dict[str, Any], like: str) -> str:
+    """`claims` signed with the service's real key, under the kid of the token `like`."""
+    kid = jwt.get_unverified_header(like)["kid"]
+    return jwt.encode(claims, TEST_SECRET, "HS256", headers={"kid": kid})
 
 
 @pytest.fixture
@@ -51,56 +70,103 @@ async def test_claims_are_the_contracts(token: str) -> None:
 
 
 async def test_tampered_payload(api: httpx.AsyncClient, token: str) -> None:
+    """Acme's token, its payload rewritten to name another existing organization and its admin,
+    its signature kept: only the signature check stands between it and Other's data."""
+    other, _ = await create_and_login(api, "Other", "o@other.com")
+    other_admin = other["admin"]["admin_id"]
+    claims = claims_of(token) | {
+        "organization_id": other["organization_id"],
+        "admin_id": other_admin,
+        "sub": other_admin,
+    }
     header, _, sig = token.split(".")
-    claims = claims_of(token)
-    claims["organization_id"] = "000000000000000000000000"
-    assert_401(await get_with(api, f"{header}.{b64(claims)}.{sig}"))
+    tampered = f"{header}.{b64(claims)}.{sig}"
+    params = {"organization_name": "Other"}
+    res = await api.get("/org/get", params=params, headers=bearer(tampered))
+    assert_401(res, INVALID)
+    # The same claims, properly signed, are Other's admin: the signature was all that was wrong.
+    res = await api.get("/org/get", params=params, headers=bearer(signed(claims, token)))
+    assert res.status_code == 200 and res.json()["organization_id"] == other["organization_id"]
 
 
 async def test_wrong_signature(api: httpx.AsyncClient, token: str) -> None:
     forged = jwt.encode(claims_of(token), "another-secret-that-is-also-long-enough!!", "HS256")
-    assert_401(await get_with(api, forged))
+    assert_401(await get_with(api, forged), INVALID)
 
 
 async def test_alg_none(api: httpx.AsyncClient, token: str) -> None:
     unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims_of(token))}."
-    assert_401(await get_with(api, unsigned))
+    assert_401(await get_with(api, unsigned), INVALID)
 
 
 async def test_other_algorithm_with_the_same_secret(api: httpx.AsyncClient, token: str) -> None:
-    assert_401(await get_with(api, jwt.encode(claims_of(token), TEST_SECRET, "HS512")))
+    assert_401(await get_with(api, jwt.encode(claims_of(token), TEST_SECRET, "HS512")), INVALID)
 
 
 async def test_expired(api: httpx.AsyncClient, token: str) -> None:
     claims = claims_of(token) | {"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
-    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+    assert_401(await get_with(api, signed(claims, token)), INVALID)
 
 
 async def test_wrong_audience(api: httpx.AsyncClient, token: str) -> None:
     claims = claims_of(token) | {"aud": "some-other-service"}
-    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+    assert_401(await get_with(api, signed(claims, token)), INVALID)
 
 
 async def test_wrong_issuer(api: httpx.AsyncClient, token: str) -> None:
     claims = claims_of(token) | {"iss": "evil"}
-    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+    assert_401(await get_with(api, signed(claims, token)), INVALID)
 
 
-@pytest.mark.parametrize("missing", ["exp", "jti", "organization_id", "aud", "ver"])
+async def test_a_correctly_signed_copy_is_accepted(api: httpx.AsyncClient, token: str) -> None:
+    """The tests around this one re-sign modified claims; unmodified, that token works."""
+    assert (await get_with(api, signed(claims_of(token), token))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "missing", ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
+)
 async def test_missing_claim(api: httpx.AsyncClient, token: str, missing: str) -> None:
     claims = claims_of(token)
     del claims[missing]
-    assert_401(await get_with(api, jwt.encode(claims, TEST_SECRET, "HS256")))
+    assert_401(await get_with(api, signed(claims, token)), INVALID)
 
 
-@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer", "e30.e30.e30", "x" * 4000])
+@pytest.mark.parametrize(
+    "claim, value",
+    [
+        ("organization_id", {"$ne": ""}),  # would match any organization in a query
+        ("organization_id", ""),
+        ("organization_id", "x" * 65),
+        ("admin_id", 7),  # PyJWT refuses a non-string `sub` already
+        ("admin_id", ""),
+        ("jti", ["a"]),  # and a non-string `jti`
+        ("jti", "j" * 65),
+        ("ver", "0"),
+        ("ver", True),
+        ("ver", 0.0),
+    ],
+)
+async def test_malformed_claim(
+    api: httpx.AsyncClient, token: str, claim: str, value: object
+) -> None:
+    claims = claims_of(token) | {claim: value}
+    if claim == "admin_id":
+        claims["sub"] = value
+    assert_401(await get_with(api, signed(claims, token)), INVALID)
+
+
+@pytest.mark.parametrize("garbage", ["abc", "a.b.c", "Bearer", "e30.e30.e30", "x" * 4000])
 async def test_garbage(api: httpx.AsyncClient, garbage: str) -> None:
-    res = await api.get(
-        "/org/get",
-        params={"organization_name": "Acme"},
-        headers={"Authorization": f"Bearer {garbage}"},
-    )
-    assert res.status_code == 401
+    assert_401(await get_with(api, garbage), INVALID)
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic YTpi"}]
+)
+async def test_no_token(api: httpx.AsyncClient, token: str, headers: dict[str, str]) -> None:
+    res = await api.get("/org/get", params={"organization_name": "Acme"}, headers=headers)
+    assert_401(res, MISSING)
 
 
 async def test_token_of_a_deleted_organization(api: httpx.AsyncClient, token: str) -> None:
@@ -108,17 +174,21 @@ async def test_token_of_a_deleted_organization(api: httpx.AsyncClient, token: st
         "/org/delete", params={"organization_name": "Acme"}, headers=bearer(token)
     )
     assert res.status_code == 204
-    assert_401(await get_with(api, token))
+    assert_401(await get_with(api, token), REVOKED)
     # Re-creating the same name makes a new organization: the old token stays dead.
     _, fresh = await create_and_login(api, "Acme", "a@acme.com")
-    assert_401(await get_with(api, token))
+    assert_401(await get_with(api, token), REVOKED)
     assert (await get_with(api, fresh)).status_code == 200
 
 
 async def test_token_issued_before_password_change(api: httpx.AsyncClient, token: str) -> None:
     res = await api.put("/org/update", json={"password": "a-new-password"}, headers=bearer(token))
     assert res.status_code == 200
-    assert_401(await get_with(api, token))
+    assert_401(await get_with(api, token), REVOKED)
+    login = await api.post(
+        "/admin/login", json={"email": "a@acme.com", "password": "a-new-password"}
+    )
+    assert (await get_with(api, login.json()["access_token"])).status_code == 200
 
 
 async def test_token_survives_a_rename(api: httpx.AsyncClient, token: str) -> None:
@@ -156,7 +226,7 @@ async def test_denylist_is_read_only_after_a_logout_in_that_organization(
         assert (await get_with(http, token)).status_code == 200
         assert reads == []  # nobody logged out: no denylist read
         assert (await http.post("/admin/logout", headers=bearer(token))).status_code == 204
-        assert_401(await get_with(http, token))
+        assert_401(await get_with(http, token), REVOKED)
         assert len(reads) == 1  # Acme now looks at the denylist...
         res = await http.get(
             "/org/get", params={"organization_name": "Other"}, headers=bearer(other)
