@@ -288,3 +288,50 @@ def test_unexpected_error_keeps_the_connection() -> None:
             assert conn.sock is not None and conn.sock.getsockname() == local
         finally:
             conn.close()
+
+
+# --- 9: no redirect built from Host ----------------------------------------------------------
+
+PROBES = [
+    "/org/get/",
+    "/org/get/?organization_name=Acme",
+    "/org/create/",
+    "/admin/login/",
+    "/health/",
+    "/ready/",
+    "/metrics/",
+    "/docs/",
+    "/openapi.json/",
+    "/.well-known/jwks.json/",
+    "/org/audit/",
+    "//evil.example/",
+    "/org//get",
+    "/nowhere/",
+    "/",
+]
+
+
+async def test_no_redirect_is_built_from_the_host_header() -> None:
+    app, _ = mock_app()
+    hostile = {"Host": HOSTILE, "X-Forwarded-Host": HOSTILE}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for path in PROBES:
+                for method in ("GET", "POST", "PUT", "DELETE"):
+                    res = await http.request(method, path, headers=hostile)
+                    location = res.headers.get("location", "")
+                    assert HOSTILE not in location, (method, path, res.status_code, location)
+                    assert not 300 <= res.status_code < 400, (method, path, res.status_code)
+            res = await http.get("/org/get/", headers=hostile)
+            assert res.status_code == 404
+            assert res.json() == {"detail": res.json()["detail"], "code": "not_found"}
+
+
+async def test_no_redirect_from_host_in_a_real_process(service: ServiceProcess) -> None:
+    for path in ("/org/get/", "/health/", "/admin/login/", "/docs/"):
+        head = f"GET {path} HTTP/1.1\r\nHost: {HOSTILE}\r\nConnection: close".encode()
+        raw = await asyncio.to_thread(raw_exchange, service.port, head)
+        status, headers, _ = split_response(raw)
+        assert HOSTILE not in headers.get("location", ""), (path, status, headers)
+        assert status == 404, (path, status)
