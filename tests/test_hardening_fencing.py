@@ -25,6 +25,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
+from app.repositories.operations import OperationRepository
+from app.services.lease import Hold, OperationLost
 from tests.consistency import assert_consistent
 from tests.helpers import PASSWORD, ServiceProcess, bearer, nx_service_env, org_body
 
@@ -226,3 +228,45 @@ async def test_renames_and_deletes_paused_past_the_lease(replicas: Replicas) -> 
     assert outcomes["rename.after_collection"] == (503, "after_2")
     assert outcomes["delete.after_lock"] == (503, "deleted")
     assert outcomes["delete.after_drop"] == (503, "deleted")
+
+
+async def test_a_hold_taken_over_cannot_renew_commit_or_finish(
+    nx_client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    """The fencing token itself: once another replica took the operation over (the intent still
+    exists, it is mid-way), the old holder's renewal, commit and finish all fail."""
+    ops = OperationRepository(nx_client[db_name])
+    fence = await ops.start({"_id": "op1", "kind": "create"}, owner="a", lease_seconds=0.05)
+    old = Hold(ops, "op1", fence=fence, lease_seconds=0.05)
+    await old.check()  # held: renews
+    await asyncio.sleep(0.1)  # the lease runs out (a pause)
+    taken = await ops.take_over("op1", owner="b", lease_seconds=30)
+    assert taken is not None and taken["fence"] == fence + 1
+    with pytest.raises(OperationLost):
+        await old.check()
+    with pytest.raises(OperationLost):
+        await old.commit()
+    await old.finish()  # a no-op for the old holder ...
+    assert await ops.exists("op1")  # ... the new holder's intent is untouched
+    new = Hold(ops, "op1", fence=int(taken["fence"]), lease_seconds=30)
+    await new.commit()
+    stored = await nx_client[db_name].operations.find_one({"_id": "op1"})
+    assert stored is not None and stored["state"] == "committed"
+    await new.finish()
+    assert not await ops.exists("op1")
+
+
+async def test_the_lease_is_renewed_while_a_step_runs(
+    nx_client: AsyncMongoClient[Any], db_name: str
+) -> None:
+    """A step longer than the lease (a big renameCollection) keeps its operation: the hold
+    renews in the background, so no reconciler can take it over meanwhile."""
+    ops = OperationRepository(nx_client[db_name])
+    fence = await ops.start({"_id": "op2", "kind": "rename"}, owner="a", lease_seconds=0.3)
+    async with Hold(ops, "op2", fence=fence, lease_seconds=0.3) as hold:
+        for _ in range(10):  # 1 s of "work", over three leases
+            await asyncio.sleep(0.1)
+            assert await ops.take_over("op2", owner="b", lease_seconds=30) is None
+        await hold.check()
+    await asyncio.sleep(0.4)  # no renewals after the hold is released: now it can be taken
+    assert await ops.take_over("op2", owner="b", lease_seconds=30) is not None
