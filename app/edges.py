@@ -188,10 +188,15 @@ async def _reject(send: Send, limit: int) -> None:
     body = json.dumps(
         {"detail": f"Request body is larger than {limit} bytes.", "code": "payload_too_large"}
     ).encode()
+    await _send_closing_json(send, 413, body)
+
+
+async def _send_closing_json(send: Send, status: int, body: bytes) -> None:
+    """A whole JSON response from middleware, closing the connection after it."""
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -252,19 +257,7 @@ class HeaderLimitMiddleware:
         if scope["type"] != "http" or head_size(scope) <= self.max_bytes:
             await self.app(scope, receive, send)
             return
-        body = _header_too_large_body(self.max_bytes)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 431,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_closing_json(send, 431, _header_too_large_body(self.max_bytes))
 
 
 def _refusal(limit: int, default_headers: list[tuple[bytes, bytes]]) -> bytes:
