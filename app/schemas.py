@@ -19,6 +19,31 @@ from pydantic import (
 from app.names import MAX_NAME_CHARS
 from app.security.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 
+# Rules JSON Schema keywords cannot state (a UTF-8 byte count, "has a letter or digit", what a
+# cursor decodes to) are named by a `format` and spelled out in the description; the keywords
+# around them (lengths, types) are exact. The fuzz run generates each format with its rule.
+NAME_FORMAT = "organization-name"
+PASSWORD_FORMAT = "password-8-72-bytes"  # noqa: S105 (a format name)
+EMAIL_FORMAT = "email-address"
+SLUG_CURSOR_FORMAT = "slug-cursor"  # `GET /org/list`
+AUDIT_CURSOR_FORMAT = "audit-cursor"  # `GET /org/audit`
+NAME_DESCRIPTION = (
+    f"1 to {MAX_NAME_CHARS} characters with at least one letter or digit, no NUL and no "
+    "bidirectional control character. Matched by its slug (invisible default-ignorable "
+    "characters dropped, NFKC, casefolded, every run of non-letters/digits to `_`, trimmed), "
+    "which must fit a MongoDB namespace as `org_<slug>`. Otherwise 422."
+)
+EMAIL_DESCRIPTION = (
+    "An address as the `email-validator` package accepts it without DNS lookups: "
+    "internationalized addresses are fine; a quoted local part, an IP-literal domain, a domain "
+    "without a dot and a special-use domain (`.test`, `.local`, `.localhost`, `.invalid`, "
+    "`.onion`, `.arpa`, ...) are not; at most 254 characters. Otherwise 422."
+)
+PASSWORD_DESCRIPTION = (
+    f"{MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes of UTF-8 (so 2 to {MAX_PASSWORD_BYTES} "
+    "characters), no NUL; otherwise 422."
+)
+
 
 def _password_bytes(value: str) -> str:
     size = len(value.encode("utf-8"))
@@ -43,15 +68,38 @@ Password = Annotated[
     str,
     StringConstraints(strict=True),
     AfterValidator(_password_bytes),
-    Field(examples=["s3cret-pass"]),
+    Field(
+        examples=["s3cret-pass"],
+        description=PASSWORD_DESCRIPTION,
+        json_schema_extra={
+            "format": PASSWORD_FORMAT,
+            # The character lengths that can hold 8..72 bytes (1 to 4 bytes a character).
+            "minLength": -(-MIN_PASSWORD_BYTES // 4),
+            "maxLength": MAX_PASSWORD_BYTES,
+        },
+    ),
 ]
 OrganizationName = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=MAX_NAME_CHARS),
     AfterValidator(_no_null),
-    Field(examples=["Acme Corp"]),
+    Field(
+        examples=["Acme Corp"],
+        description=NAME_DESCRIPTION,
+        json_schema_extra={"format": NAME_FORMAT},
+    ),
 ]
-Email = Annotated[EmailStr, Field(max_length=254, examples=["admin@acme.com"])]
+Email = Annotated[
+    EmailStr,
+    Field(
+        max_length=254,
+        examples=["admin@acme.com"],
+        description=EMAIL_DESCRIPTION,
+        # Not JSON Schema's `email`: internationalized addresses are accepted, and some RFC 5321
+        # forms are not (see the description).
+        json_schema_extra={"format": EMAIL_FORMAT},
+    ),
+]
 
 
 def _utc_text(value: datetime) -> str:
@@ -74,8 +122,21 @@ class OrganizationCreate(StrictModel):
     password: Password
 
 
+_UPDATE_FIELDS = ("organization_name", "email", "password")
+
+
 class OrganizationUpdate(StrictModel):
-    """Body of `PUT /org/update`: new values for the caller's organization, at least one."""
+    """Body of `PUT /org/update`: new values for the caller's organization, at least one
+    (a null is the same as leaving the field out)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in _UPDATE_FIELDS
+            ]
+        }
+    )
 
     organization_name: OrganizationName | None = None
     email: Email | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.api.deps import Auth, CurrentAdmin, Meta
-from app.api.responses import errors
-from app.edges import BODY_ERRORS
+from app.api.responses import BODY_ERRORS, errors
+from app.errors import ErrorBody
 from app.schemas import LoginRequest, TokenResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -15,7 +15,17 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post(
     "/login",
     response_model=TokenResponse,
-    responses={**errors(401, 422, 429, 503), **BODY_ERRORS},
+    responses={
+        **errors(422, 429, 503),
+        # Not an authentication challenge: no `WWW-Authenticate` on this 401.
+        401: {
+            "model": ErrorBody,
+            "description": (
+                "`invalid_credentials`: unknown email or wrong password (the same body and time)."
+            ),
+        },
+        **BODY_ERRORS,
+    },
 )
 async def login(body: LoginRequest, auth: Auth, response: Response, meta: Meta) -> TokenResponse:
     """Exchange an admin's email and password for an access token."""

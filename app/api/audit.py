@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
 from app.api.deps import Audit, CurrentAdmin
 from app.api.responses import errors
 from app.repositories.base import Doc, as_utc
-from app.schemas import UtcTime
+from app.schemas import AUDIT_CURSOR_FORMAT, UtcTime
 
 router = APIRouter(prefix="/org", tags=["audit"])
 
@@ -65,8 +65,22 @@ def to_entry(doc: Doc) -> AuditEntry:
 async def audit_log(
     caller: CurrentAdmin,
     audit: Audit,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        # A query value is a string or absent, never null: the schema says just that.
+        WithJsonSchema({"type": "string", "maxLength": 200, "format": AUDIT_CURSOR_FORMAT}),
+        Query(
+            max_length=200,
+            description=(
+                "`next_cursor` of the previous page, passed back unchanged (empty: the first "
+                "page). It is the base64url (RFC 4648 §5; the service leaves out the `=` padding) "
+                "of `<at_ms>.<id>`: the last entry's time in epoch milliseconds (1 to 16 digits) "
+                "and its 24-hex-digit id; the page starts after that entry. Any other value is "
+                "a 422."
+            ),
+        ),
+    ] = None,
 ) -> AuditPage:
     """The caller's organization's audit entries, newest first (cursor pagination)."""
     docs, next_cursor = await audit.page(caller.claims.organization_id, limit=limit, cursor=cursor)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
+from pydantic import BaseModel, WithJsonSchema
 
 from app.api.deps import (
     Audit,
@@ -22,17 +22,34 @@ from app.api.deps import (
     State,
     require_scope,
 )
-from app.api.responses import errors
-from app.edges import BODY_ERRORS
+from app.api.responses import BODY_ERRORS, errors
 from app.errors import InvalidInput, Unauthorized
+from app.names import MAX_NAME_CHARS
 from app.repositories.base import Doc, as_utc
-from app.schemas import AdminRead, OrganizationCreate, OrganizationRead, OrganizationUpdate
+from app.schemas import (
+    NAME_DESCRIPTION,
+    NAME_FORMAT,
+    SLUG_CURSOR_FORMAT,
+    AdminRead,
+    OrganizationCreate,
+    OrganizationRead,
+    OrganizationUpdate,
+)
 from app.services.api_keys import KeyPrincipal
 from app.services.audit import ANONYMOUS
 
 router = APIRouter(prefix="/org", tags=["organizations"])
 
-NameQuery = Annotated[str, Query(min_length=1, max_length=1000, examples=["Acme Corp"])]
+NameQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description=NAME_DESCRIPTION,
+        examples=["Acme Corp"],
+        json_schema_extra={"format": NAME_FORMAT},
+    ),
+]
 
 
 def to_read(doc: Doc) -> OrganizationRead:
@@ -61,7 +78,24 @@ async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
     "/create",
     status_code=status.HTTP_201_CREATED,
     response_model=OrganizationRead,
-    responses={**errors(401, 403, 409, 422, 503), **BODY_ERRORS},
+    responses={
+        **errors(
+            401,
+            403,
+            409,
+            422,
+            503,
+            s401=(
+                "`invalid_api_key`: the `X-API-Key` sent is unknown or revoked; "
+                "`not_authenticated`: no key while ORG_CREATE_REQUIRES_KEY is set."
+            ),
+            s403="`insufficient_scope`: the `X-API-Key` sent lacks the `org:create` scope.",
+            s409="`organization_exists` (same slug) or `email_taken`.",
+        ),
+        **BODY_ERRORS,
+    },
+    # The key is optional (open sign-up) unless ORG_CREATE_REQUIRES_KEY: `{}` is "no credentials".
+    openapi_extra={"security": [{}]},
 )
 async def create_organization(
     body: OrganizationCreate,
@@ -82,7 +116,41 @@ async def create_organization(
     return to_read(org)
 
 
-@router.get("/get", response_model=OrganizationRead, responses=errors(401, 403, 404, 422, 503))
+def document_required_create_key(app: FastAPI) -> None:
+    """For ORG_CREATE_REQUIRES_KEY: `POST /org/create` documents its `X-API-Key` as required
+    (the route itself declares it optional, which is the default)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI builds it once and caches it; this edit is idempotent
+        operation = schema["paths"]["/org/create"]["post"]
+        operation["security"] = [
+            requirement for requirement in operation["security"] if requirement
+        ]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+@router.get(
+    "/get",
+    response_model=OrganizationRead,
+    responses=errors(
+        401,
+        403,
+        404,
+        422,
+        503,
+        s401=(
+            "`not_authenticated` (neither a bearer token nor an API key), `invalid_token`, "
+            "`token_revoked`, or `invalid_api_key` (the `X-API-Key` sent is unknown or revoked)."
+        ),
+        s403=(
+            "`forbidden`: another organization than the bearer's; `insufficient_scope`: the "
+            "`X-API-Key` lacks `org:read`."
+        ),
+    ),
+)
 async def get_organization(
     organization_name: NameQuery, caller: Caller, orgs: OrgService
 ) -> OrganizationRead:
@@ -101,12 +169,39 @@ class OrganizationPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/list", response_model=OrganizationPage, responses=errors(401, 403, 422, 503))
+@router.get(
+    "/list",
+    response_model=OrganizationPage,
+    responses=errors(
+        401,
+        403,
+        422,
+        503,
+        s401="`not_authenticated` (no `X-API-Key`) or `invalid_api_key` (unknown or revoked).",
+        s403="`insufficient_scope`: the key lacks `org:list`.",
+    ),
+)
 async def list_organizations(
     orgs: OrgService,
     _key: Annotated[KeyPrincipal, Depends(require_scope("org:list"))],
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        # A query value is a string or absent, never null: the schema says just that.
+        WithJsonSchema(
+            {"type": "string", "minLength": 2, "maxLength": 400, "format": SLUG_CURSOR_FORMAT}
+        ),
+        Query(
+            min_length=2,
+            max_length=400,
+            description=(
+                "`next_cursor` of the previous page, passed back unchanged: the base64url "
+                "(RFC 4648 §5, `=` padding optional) of the UTF-8 slug of that page's last "
+                "organization; the page starts after that slug. Anything that does not decode "
+                "to a non-empty UTF-8 string is a 422."
+            ),
+        ),
+    ] = None,
 ) -> OrganizationPage:
     """Every active organization, by slug, in pages (API key with the `org:list` scope)."""
     docs, last = await orgs.list_page(limit=limit, after=_decode_slug_cursor(cursor))
@@ -134,7 +229,18 @@ def _decode_slug_cursor(cursor: str | None) -> str | None:
 @router.put(
     "/update",
     response_model=OrganizationRead,
-    responses={**errors(401, 404, 409, 422, 503), **BODY_ERRORS},
+    responses={
+        **errors(
+            401,
+            404,
+            409,
+            422,
+            503,
+            s404="`not_found`: the organization was deleted meanwhile.",
+            s409="`organization_exists`, `email_taken`, or `operation_in_progress`.",
+        ),
+        **BODY_ERRORS,
+    },
 )
 async def update_organization(
     body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta
@@ -161,7 +267,15 @@ async def update_organization(
     "/delete",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=errors(401, 403, 404, 409, 422, 503),
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        s409="`operation_in_progress`: a rename or delete of this organization is under way.",
+    ),
 )
 async def delete_organization(
     organization_name: NameQuery, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta

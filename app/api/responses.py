@@ -1,4 +1,9 @@
-"""Documented error responses for OpenAPI."""
+"""Documented error responses for OpenAPI: every status a route really answers, with its codes.
+
+The fuzz run (`tests/fuzz`) holds the service to these: an undocumented status, a missing
+`WWW-Authenticate` on a 401 or `Retry-After` on a 429, or a body off the `{detail, code}` model
+fails it.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,54 @@ from typing import Any
 
 from app.errors import ErrorBody
 
+Responses = dict[int | str, dict[str, Any]]
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries with the `{detail, code}` model for each status."""
-    text = {
-        401: "Missing, malformed, expired, tampered or revoked token.",
-        403: "Not the caller's organization.",
-        404: "No such organization.",
-        409: "Name or email taken, or another change in progress.",
-        422: "Invalid input.",
-        429: "Too many failed logins for this email or client IP; see `Retry-After`.",
-        503: "Database unavailable.",
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "Always `Bearer` (also when an `X-API-Key` was refused).",
+        "required": True,
+        "schema": {"type": "string", "enum": ["Bearer"]},
     }
-    return {s: {"model": ErrorBody, "description": text.get(s, "Error.")} for s in statuses}
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until a login for this email and client IP is counted again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+_DEFAULTS = {
+    400: "`bad_request`: the body is not UTF-8.",
+    401: (
+        "`not_authenticated` (no credentials), `invalid_token` (malformed, tampered, expired, or "
+        "not ours), `token_revoked` (logout, logout-all, password change, deleted organization)."
+    ),
+    403: "`forbidden`: not the caller's organization.",
+    404: "`not_found`: no active organization with this name.",
+    409: "`organization_exists`, `email_taken` or `operation_in_progress`.",
+    413: "`payload_too_large`: the body is larger than MAX_BODY_BYTES.",
+    422: "`validation_error`: invalid input; `detail` lists the problems (never echoing input).",
+    429: "`rate_limited`: too many failed logins for this email or client IP.",
+    503: "`database_unavailable`: the database did not answer within MONGODB_TIMEOUT_MS.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER}
+
+
+def errors(*statuses: int, **descriptions: str) -> Responses:
+    """OpenAPI `responses` entries with the `{detail, code}` model for each status; a keyword
+    `s401="..."` replaces that status's default description (which names its codes)."""
+    out: Responses = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": descriptions.get(f"s{status}", _DEFAULTS[status]),
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        out[status] = entry
+    return out
+
+
+# Every route that reads a JSON body can answer these two before validation.
+BODY_ERRORS: Responses = errors(400, 413)

@@ -3,22 +3,184 @@
 Authenticated endpoints are fuzzed with real credentials: a bearer token for a fresh
 organization (made again whenever a fuzzed logout, password change or delete revokes the
 current one: schemathesis refetches on a 401), and the service API key for `/org/list`.
+
+The schema names each rule JSON Schema keywords cannot state with a `format` (see `app.schemas`);
+here each format gets a generator for that rule, so the positive-data checks hold the service to
+it. The length keywords beside a format are the schema's own: a generator also draws values
+just outside them (schemathesis drops those where it wants valid data, and asks the format for
+one value past each bound when it wants invalid data), and draws the bounds themselves, which a
+plain `text()` would almost never hit.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
+import string
 from typing import Any
 
 import httpx
 import schemathesis
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
+from app.names import MAX_NAME_CHARS, InvalidName, validate_name
+from app.schemas import (
+    AUDIT_CURSOR_FORMAT,
+    EMAIL_FORMAT,
+    NAME_FORMAT,
+    PASSWORD_FORMAT,
+    SLUG_CURSOR_FORMAT,
+    Email,
+)
+from app.security.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("FUZZ_API_KEY", "")
+DB_NAME = os.environ.get("FUZZ_DB", "orgsvc_fuzz")
 PASSWORD = "fuzzing-password-123"
+MAX_EMAIL_CHARS = 254
 _counter = itertools.count()
 _turns = itertools.count()
+_logins = itertools.count()
+
+_EMAIL: TypeAdapter[str] = TypeAdapter(Email)
+_any_char = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+_letter = st.characters(categories=["L", "N"])
+_ascii_word = string.ascii_letters + string.digits
+_four_bytes = st.characters(min_codepoint=0x10000, exclude_categories=["Cs", "Cn"])
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _exactly(lengths: list[int], alphabet: Any) -> st.SearchStrategy[str]:
+    """Strings of exactly one of `lengths` characters."""
+    return st.sampled_from(lengths).flatmap(lambda n: st.text(alphabet, min_size=n, max_size=n))
+
+
+def _name_rule(name: str) -> bool:
+    """The name rule beyond its length keywords (1 to 200 characters)."""
+    try:
+        validate_name(name[:MAX_NAME_CHARS], db_name=DB_NAME)
+    except InvalidName:
+        return False
+    return True
+
+
+def _password_rule(password: str) -> bool:
+    """8 to 72 bytes of UTF-8, within the length keywords (2 to 72 characters)."""
+    if not 2 <= len(password) <= MAX_PASSWORD_BYTES:
+        return True  # outside the keywords: the schema alone refuses it
+    return MIN_PASSWORD_BYTES <= len(password.encode()) <= MAX_PASSWORD_BYTES
+
+
+def _email_rule(email: str) -> bool:
+    """What `email-validator` accepts, within the length keyword (254 characters)."""
+    if len(email) > MAX_EMAIL_CHARS:
+        return True  # outside the keyword: the schema alone refuses it
+    try:
+        _EMAIL.validate_python(email)
+    except ValidationError:
+        return False
+    return True
+
+
+def _email_of(size: int, letters: str) -> str:
+    """An address of exactly `size` (253 to 255) characters: a 64-character local part, then
+    63-character labels (the most `email-validator` takes) down to `.com`."""
+    domain_size = size - 65
+    labels, rest = [], domain_size - len(".com")
+    while rest > 0:
+        take = min(63, rest)
+        labels.append((letters * 63)[:take])
+        rest -= take + 1
+    domain = ".".join(labels) + ".com"
+    return (letters * 64)[:64] + "@" + domain[-domain_size:].lstrip(".")
+
+
+schemathesis.openapi.format(
+    NAME_FORMAT,
+    st.one_of(
+        st.text(_any_char, min_size=1, max_size=MAX_NAME_CHARS),
+        _exactly(
+            [1, 2, MAX_NAME_CHARS - 1, MAX_NAME_CHARS, MAX_NAME_CHARS + 1], _ascii_word + " -&."
+        ),
+    ).filter(_name_rule),
+)
+schemathesis.openapi.format(
+    PASSWORD_FORMAT,
+    st.one_of(
+        st.text(_any_char, min_size=2, max_size=MAX_PASSWORD_BYTES),
+        _exactly([1, 2, 3], _four_bytes),  # 4, 8 and 12 bytes
+        _exactly([MAX_PASSWORD_BYTES - 1, MAX_PASSWORD_BYTES, MAX_PASSWORD_BYTES + 1], _ascii_word),
+    ).filter(_password_rule),
+)
+schemathesis.openapi.format(
+    EMAIL_FORMAT,
+    st.one_of(
+        st.builds(
+            "{}@{}.{}".format,
+            st.text(_ascii_word + "._%+-", min_size=1, max_size=20),
+            st.text(_ascii_word + "-", min_size=1, max_size=20),
+            st.sampled_from(["com", "org", "net", "io", "de"]),
+        ),
+        # Internationalized: letters of any script on both sides of the @.
+        st.builds(
+            "{}@{}.{}".format,
+            st.text(_letter, min_size=1, max_size=20),
+            st.text(_letter, min_size=1, max_size=20),
+            st.sampled_from(["com", "org", "de", "xn--p1ai"]),
+        ),
+        st.builds(_email_of, st.sampled_from([253, 254, 255]), st.text("abcxyz0189", min_size=1)),
+    ).filter(_email_rule),
+)
+schemathesis.openapi.format(
+    SLUG_CURSOR_FORMAT,
+    st.one_of(
+        st.text(_any_char, min_size=1, max_size=100).map(lambda s: _b64url(s.encode())),
+        # 2, 399 and 400 characters; 1 and 401 are past the keywords (no base64 is that long).
+        _exactly([1, 299, 300], _ascii_word).map(lambda s: _b64url(s.encode())),
+        st.sampled_from(["A", "A" * 401]),
+    ),
+)
+schemathesis.openapi.format(
+    AUDIT_CURSOR_FORMAT,
+    st.one_of(
+        st.just(""),
+        st.builds(
+            lambda ms, entry: _b64url(f"{ms}.{entry}".encode()),
+            st.integers(min_value=0, max_value=10**16 - 1),
+            st.text("0123456789abcdef", min_size=24, max_size=24),
+        ),
+        st.just("A" * 201),  # past the length keyword
+    ),
+)
+
+
+_LOGIN = {"email": "login@fuzz.example.com", "password": PASSWORD}
+_login_account: list[bool] = []
+
+
+def map_case(ctx: Any, case: Any) -> Any:
+    """Every other valid login draw uses a real account, so the 200 path is fuzzed too."""
+    meta = case.meta
+    if case.operation.path != "/admin/login" or meta is None:
+        return case
+    if not meta.generation.mode.is_positive or next(_logins) % 2:
+        return case
+    if not _login_account:
+        with httpx.Client(base_url=BASE_URL, timeout=30) as http:
+            body = {"organization_name": "fuzz login", **_LOGIN}
+            assert http.post("/org/create", json=body).status_code in (201, 409)
+        _login_account.append(True)
+    case.body = dict(_LOGIN)
+    return case
+
+
+schemathesis.hook(map_case)
 
 
 @schemathesis.auth(refresh_interval=60, retry_on=[401])

@@ -3,9 +3,13 @@
 Starts an nx-27017 store and `python -m app.cli serve` on free loopback ports (cheap bcrypt,
 generous login limits so the fuzzer is not just answered 429), makes a service API key with
 every scope through the CLI, then runs schemathesis against the live `/openapi.json` with a fixed
-seed and a bounded number of cases per operation. Exits with schemathesis's status.
+seed and a bounded number of cases per operation, with every check schemathesis has: the
+response checks (status code, schema, headers, content type, no 5xx) and the request checks
+(schema-valid data is accepted, schema-invalid data is refused, a missing auth header or key is
+a 401, an undeclared method is a 405 with `Allow`, auth is enforced). Exits with schemathesis's
+status. Options it does not know go to schemathesis (e.g. `--phases coverage`).
 
-    python -m tests.fuzz.run [--max-examples 3] [--seed 42]
+    python -m tests.fuzz.run [--max-examples 3] [--seed 42] [--checks all]
 """
 
 from __future__ import annotations
@@ -22,22 +26,18 @@ from pathlib import Path
 from app.db import EmbeddedMongo
 from tests.helpers import ROOT, TEST_SECRET, ServiceProcess, start_nx, stop_process
 
-CHECKS = ",".join(
-    [
-        "not_a_server_error",
-        "response_schema_conformance",
-        "status_code_conformance",
-        "content_type_conformance",
-    ]
-)
+# Every check, none excluded. `object_level_authorization` needs several identities configured
+# in schemathesis's own auth settings and stays idle with the hook-based auth used here; reading
+# another organization is covered by the API tests (403 `forbidden`).
+CHECKS = "all"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=3, help="cases per operation")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--checks", default=CHECKS)
-    args = parser.parse_args()
+    parser.add_argument("--checks", default=CHECKS, help="comma-separated, or all")
+    args, passthrough = parser.parse_known_args()
 
     with tempfile.TemporaryDirectory(prefix="orgsvc-fuzz-") as tmp:
         nx = EmbeddedMongo(Path(tmp) / "nx")
@@ -71,12 +71,14 @@ def main() -> int:
                 "--workers", "1",
                 "--request-timeout", "10",
                 "--no-color",
+                *passthrough,  # any other schemathesis option, e.g. --phases coverage
             ]  # fmt: skip
             hooks_env = {
                 **os.environ,
                 "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks",
                 "FUZZ_BASE_URL": service.url,
                 "FUZZ_API_KEY": key,
+                "FUZZ_DB": env["MONGODB_DB"],
                 "PYTHONPATH": str(ROOT),
             }
             print("fuzz:", " ".join(command), flush=True)
