@@ -91,6 +91,7 @@ async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
             ),
             s403="`insufficient_scope`: the `X-API-Key` sent lacks the `org:create` scope.",
             s409="`organization_exists` (same slug) or `email_taken`.",
+            interruptible=True,
         ),
         **BODY_ERRORS,
     },
@@ -238,6 +239,7 @@ def _decode_slug_cursor(cursor: str | None) -> str | None:
             503,
             s404="`not_found`: the organization was deleted meanwhile.",
             s409="`organization_exists`, `email_taken`, or `operation_in_progress`.",
+            interruptible=True,
         ),
         **BODY_ERRORS,
     },
@@ -275,6 +277,7 @@ async def update_organization(
         422,
         503,
         s409="`operation_in_progress`: a rename or delete of this organization is under way.",
+        interruptible=True,
     ),
 )
 async def delete_organization(

@@ -43,11 +43,23 @@ _DEFAULTS = {
     503: "`database_unavailable`: the database did not answer within MONGODB_TIMEOUT_MS.",
 }
 _HEADERS: dict[int, dict[str, Any]] = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER}
+INTERRUPTED = (
+    " Or `operation_interrupted`, with `Retry-After`: the replica handling this change stalled "
+    "past its lease and another one took it over and decides its outcome; retry."
+)
+RETRY_AFTER_IF_INTERRUPTED = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (with `operation_interrupted` only).",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
-def errors(*statuses: int, **descriptions: str) -> Responses:
+def errors(*statuses: int, interruptible: bool = False, **descriptions: str) -> Responses:
     """OpenAPI `responses` entries with the `{detail, code}` model for each status; a keyword
-    `s401="..."` replaces that status's default description (which names its codes)."""
+    `s401="..."` replaces that status's default description (which names its codes);
+    `interruptible` for the multi-step changes that can answer 503 `operation_interrupted`."""
     out: Responses = {}
     for status in statuses:
         entry: dict[str, Any] = {
@@ -56,6 +68,9 @@ def errors(*statuses: int, **descriptions: str) -> Responses:
         }
         if status in _HEADERS:
             entry["headers"] = _HEADERS[status]
+        if status == 503 and interruptible:
+            entry["description"] += INTERRUPTED
+            entry["headers"] = RETRY_AFTER_IF_INTERRUPTED
         out[status] = entry
     return out
 
