@@ -36,7 +36,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import IPNetwork, Settings
-from app.errors import ErrorBody
 
 SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
@@ -49,16 +48,6 @@ HEADER_TOO_LARGE = "request_header_fields_too_large"
 LINGER_SECONDS = 2.0
 
 log = logging.getLogger("orgsvc.edges")
-
-
-# OpenAPI entries for every route that reads a body (the fuzzer holds us to our word).
-BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not UTF-8 JSON (`bad_request`)."},
-    413: {
-        "model": ErrorBody,
-        "description": "The body is larger than MAX_BODY_BYTES (`payload_too_large`).",
-    },
-}
 
 
 def install_edges(app: FastAPI, settings: Settings) -> None:

@@ -152,4 +152,6 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(ops.router)
     app.include_router(audit.router)
     app.include_router(jwks.router)
+    if settings.org_create_requires_key:
+        org.document_required_create_key(app)
     return app

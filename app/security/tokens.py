@@ -116,7 +116,7 @@ class TokenManager:
                 expires_at=int(payload["exp"]),
                 version=_integer(payload["ver"]),
             )
-        except (TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidToken("malformed claims") from exc
 
 

@@ -198,7 +198,8 @@ def encode_cursor(at_ms: int, entry_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """(at_ms, id) from an opaque cursor; a 422 for anything this service did not make."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     match = _CURSOR.match(raw)
