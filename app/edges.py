@@ -4,15 +4,16 @@
   only when that peer is a trusted proxy (TRUSTED_PROXIES), the right-most address in
   X-Forwarded-For that is not itself a trusted proxy. A client cannot choose its own IP by
   sending the header straight to the service.
-- `BodyLimitMiddleware` answers 413 `payload_too_large` for a body over MAX_BODY_BYTES, by its
-  Content-Length before reading anything, and while streaming when there is none (chunked).
+- `RequestLimitsMiddleware` answers 413 `payload_too_large` for a body over MAX_BODY_BYTES, by its
+  Content-Length before reading anything, and while streaming when there is none (chunked); and
+  431 for a request head over MAX_HEADER_BYTES (one pass over the headers for both).
 - `SecurityHeadersMiddleware` adds nosniff, frame denial, no referrer, and `Cache-Control:
   no-store` unless the route chose its own caching (JWKS does).
 - CORS is off (no headers at all) unless CORS_ORIGINS lists origins.
 - The request head (request line + headers) is bounded by MAX_HEADER_BYTES twice: in the server,
   by `head_limited_protocol` (uvicorn's own protocols buffer a whole head before the app sees
   anything; httptools even copies the partial header on every read, so a 64 MB header took
-  seconds and hundreds of MB), and in the app by `HeaderLimitMiddleware` (same 431, whatever
+  seconds and hundreds of MB), and in the app by `RequestLimitsMiddleware` (same 431, whatever
   server runs it).
 """
 
@@ -53,8 +54,11 @@ log = logging.getLogger("orgsvc.edges")
 def install_edges(app: FastAPI, settings: Settings) -> None:
     """Add the edge middleware (call before the request-context middleware, so it stays inner
     and every 413 and 431 still gets a request id and an access-log line)."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -122,20 +126,37 @@ class PayloadTooLarge(HTTPException):
         super().__init__(413, f"Request body is larger than {limit} bytes.")
 
 
-class BodyLimitMiddleware:
-    """413 for a request body over `max_bytes`."""
+class RequestLimitsMiddleware:
+    """413 for a request body over `max_body_bytes`, 431 for a head over `max_header_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared: int | None = None
+        chunked = False
+        head = _request_line_size(scope)
+        for key, value in scope["headers"]:
+            head += len(key) + len(value) + 4
+            if key == b"content-length":
+                declared = _int_or_none(value)
+            elif key == b"transfer-encoding":
+                chunked = True
+        if head > self.max_header_bytes:
+            await _send_closing_json(send, 431, _header_too_large_body(self.max_header_bytes))
+            return
         if declared is not None and declared > self.max_bytes:
             await _reject(send, self.max_bytes)
+            return
+        if not chunked:
+            # No body, or one framed by its Content-Length (checked above): the server delivers
+            # no more than that, so there is nothing to count while it streams.
+            await self.app(scope, receive, send)
             return
         received = 0
         started = False
@@ -163,14 +184,11 @@ class BodyLimitMiddleware:
                 await _reject(send, self.max_bytes)
 
 
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _int_or_none(value: bytes) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 async def _reject(send: Send, limit: int) -> None:
@@ -228,25 +246,10 @@ def _header_too_large_body(limit: int) -> bytes:
     return json.dumps({"detail": detail, "code": HEADER_TOO_LARGE}).encode()
 
 
-def head_size(scope: Scope) -> int:
-    """Bytes of the request head as HTTP/1.1 would write it (at most what was received)."""
+def _request_line_size(scope: Scope) -> int:
+    """Bytes of the request line as HTTP/1.1 would write it, plus the head's final CRLF."""
     target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
-    size = len(scope["method"]) + 1 + target + (1 if scope["query_string"] else 0) + 11
-    return size + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + 2
-
-
-class HeaderLimitMiddleware:
-    """431 for a request head over `max_bytes` (cheap: the server has parsed it already)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or head_size(scope) <= self.max_bytes:
-            await self.app(scope, receive, send)
-            return
-        await _send_closing_json(send, 431, _header_too_large_body(self.max_bytes))
+    return len(scope["method"]) + 1 + target + (1 if scope["query_string"] else 0) + 11 + 2
 
 
 def _refusal(limit: int, default_headers: list[tuple[bytes, bytes]]) -> bytes:
