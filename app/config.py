@@ -10,21 +10,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Values that must never sign a production token: the placeholders of .env.example and friends.
-PLACEHOLDER_SECRETS = frozenset(
-    {
-        "",
-        "changeme",
-        "change-me",
-        "changethis",
-        "secret",
-        "dev-secret",
-        "development-secret-not-for-production",
-        "please-change-me-to-a-long-random-string",
-    }
+from app.security.keys import (
+    DEV_JWT_SECRET,
+    MIN_SECRET_BYTES,
+    PLACEHOLDER_SECRETS,
+    KeyRing,
+    parse_entries,
 )
-DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused in production
-MIN_SECRET_BYTES = 32
+
 IPNetwork = IPv4Network | IPv6Network
 
 
@@ -117,8 +110,6 @@ class Settings(BaseSettings):
             problems.append("MONGODB_URL is missing (the embedded store is for development only)")
         if self.fault_points.strip():
             problems.append("FAULT_POINTS is a test-only setting")
-        from app.security.keys import parse_entries
-
         for _, old in parse_entries(self.jwt_previous_secrets.get_secret_value()):
             if old.strip().lower() in PLACEHOLDER_SECRETS or len(old.encode()) < MIN_SECRET_BYTES:
                 problems.append("a JWT_PREVIOUS_SECRETS entry is a placeholder or too short")
@@ -136,8 +127,6 @@ class Settings(BaseSettings):
             self.jwt_private_key is not None or self.jwt_private_key_file
         ):
             raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY or _FILE")
-        from app.security.keys import KeyRing
-
         KeyRing.from_settings(self)  # unreadable or unfit keys: refuse now, with a clear reason
         return self
 

@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from app import __version__
 from app.api import admin, audit, health, jwks, ops, org
 from app.config import Settings, get_settings
-from app.db import EmbeddedMongo, make_client
+from app.db import EmbeddedMongo, make_client, require_embedded_store
 from app.edges import install_edges
 from app.errors import install_error_handlers
 from app.faults import FaultInjector
@@ -41,6 +42,7 @@ Client = AsyncMongoClient[dict[str, Any]]
 async def _open_client(settings: Settings) -> tuple[Client, EmbeddedMongo | None]:
     if settings.mongodb_url is not None:
         return make_client(settings.mongodb_url.get_secret_value(), settings), None
+    require_embedded_store()  # the `embedded` extra; a clear refusal rather than a dead child
     embedded = EmbeddedMongo(settings.embedded_data_dir, port=settings.embedded_port)
     log.warning(
         "MONGODB_URL is not set: starting an embedded nx-27017 store (SQLite, data in %s, "
@@ -52,12 +54,15 @@ async def _open_client(settings: Settings) -> tuple[Client, EmbeddedMongo | None
     return make_client(embedded.url, settings), embedded
 
 
-def build_state(settings: Settings, client: Client, metrics: Metrics) -> AppState:
-    """Wire the stores and services of one process over `client`."""
+def build_state(
+    settings: Settings, client: Client, metrics: Metrics, *, owner: str = "api"
+) -> AppState:
+    """Wire the stores and services of one process over `client` (the HTTP service and the
+    CLI alike); `owner` names the process in the operations it holds."""
     stores = Stores.over(client[settings.mongodb_db])
     ctx = OperationContext(
         settings=settings,
-        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        owner=f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         fault=FaultInjector(settings.fault_point_set),
     )
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
@@ -134,7 +139,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
 
     app = FastAPI(
         title="Organization service",
-        version="1.0.0",
+        version=__version__,
         summary="Organizations, their tenant collections, and admin login with JWTs.",
         lifespan=lifespan,
         # A trailing slash is a plain 404: Starlette's redirect would build its Location from

@@ -36,6 +36,7 @@ _UNICODE_IDENTIFIER = re.compile(r"(?![0-9])\w+")
 
 
 def _patch_rename_cache() -> None:
+    # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
     from neosqlite.collection import Collection
 
     original = Collection.rename
@@ -55,6 +56,7 @@ def _patch_rename_cache() -> None:
 
 
 def _patch_unicode_identifiers() -> None:
+    # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
     from neosqlite import sql_utils
 
     original: Callable[[str], str] = sql_utils.quote_identifier
@@ -86,6 +88,7 @@ def patch() -> None:
 
 def main() -> int:
     patch()
+    # Imported after patching, so every module nx-27017 loads sees the patched functions.
     from nx_27017.nx_27017 import main as nx_main
 
     result = nx_main()

@@ -38,6 +38,10 @@ class TenantCollections:
             return False
         return True
 
+    async def estimated_count(self, name: str) -> int:
+        assert_safe_collection(name)
+        return await self.db[name].estimated_document_count()
+
     async def is_empty(self, name: str) -> bool:
         assert_safe_collection(name)
         return await self.db[name].find_one({}, {"_id": 1}) is None

@@ -21,15 +21,48 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+from pydantic import SecretStr
 
-if TYPE_CHECKING:
-    from app.config import Settings
 
+class KeySettings(Protocol):
+    """The settings a key ring is made from (`app.config.Settings` has them all)."""
+
+    @property
+    def jwt_secret(self) -> SecretStr: ...
+    @property
+    def jwt_algorithm(self) -> str: ...
+    @property
+    def jwt_kid(self) -> str | None: ...
+    @property
+    def jwt_previous_secrets(self) -> SecretStr: ...
+    @property
+    def jwt_private_key(self) -> SecretStr | None: ...
+    @property
+    def jwt_private_key_file(self) -> str | None: ...
+    @property
+    def jwt_previous_public_key_files(self) -> str: ...
+
+
+# Values that must never sign a production token: the placeholders of .env.example and friends.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "dev-secret",
+        "development-secret-not-for-production",
+        "please-change-me-to-a-long-random-string",
+    }
+)
+DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused in production
+MIN_SECRET_BYTES = 32
 HS256, EDDSA, RS256 = "HS256", "EdDSA", "RS256"
 ASYMMETRIC = frozenset({EDDSA, RS256})
 KID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -93,7 +126,7 @@ class KeyRing:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KeyRing:
+    def from_settings(cls, settings: KeySettings) -> KeyRing:
         """The ring the settings describe; KeyConfigError when they do not add up."""
         verification: list[VerificationKey] = []
         legacy_kid: str | None
@@ -113,8 +146,6 @@ class KeyRing:
             # JWT_SECRET still verifies the HS256 tokens issued before the switch, until they
             # expire (production refuses a weak JWT_SECRET, so this is no weaker than before);
             # the well-known development secret is never accepted next to a real key pair.
-            from app.config import DEV_JWT_SECRET, PLACEHOLDER_SECRETS
-
             legacy_kid = None
             if secret != DEV_JWT_SECRET and secret.strip().lower() not in PLACEHOLDER_SECRETS:
                 legacy_kid = hmac_kid(secret)
@@ -192,7 +223,7 @@ def parse_entries(text: str) -> list[tuple[str | None, str]]:
     return out
 
 
-def load_private_key(settings: Settings, algorithm: str) -> PrivateKey:
+def load_private_key(settings: KeySettings, algorithm: str) -> PrivateKey:
     """The PEM private key from JWT_PRIVATE_KEY or JWT_PRIVATE_KEY_FILE, checked for `algorithm`."""
     if settings.jwt_private_key is not None:
         pem = settings.jwt_private_key.get_secret_value().replace("\\n", "\n").encode()

@@ -168,6 +168,11 @@ class OrganizationService:
             raise NotFound()
         return org
 
+    async def document_count(self, org: Doc) -> int:
+        """How many documents the organization's tenant collection holds (the store's count
+        from its metadata, not a scan)."""
+        return await self.stores.tenants.estimated_count(org["collection_name"])
+
     async def list_page(self, *, limit: int, after: str | None) -> tuple[list[Doc], str | None]:
         """Active organizations by slug, after the slug `after`; and the next page's `after`."""
         docs = await self.stores.orgs.list_active(limit=limit + 1, after=after)

@@ -1,4 +1,4 @@
-"""`orgsvc api-key ...`: create (the key is shown once), list, and revoke service API keys."""
+"""`orgsvc api-key create|list|revoke`: service API keys (a key is shown once, at creation)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+
+from app.cli.base import run
+from app.services.api_keys import SCOPES
+from app.services.audit import CLI_META, Actor
+from app.state import AppState
 
 api_key_cli = typer.Typer(
     help="Service API keys for other backend services: create, list, revoke.",
@@ -37,18 +42,7 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _service(stores: Any) -> Any:
-    from app.config import get_settings
-    from app.services.api_keys import ApiKeyService
-    from app.services.audit import AuditService
-
-    audit = AuditService(stores.audit, retention_days=get_settings().audit_retention_days)
-    return ApiKeyService(stores.api_keys, audit)
-
-
-def _actor() -> Any:
-    from app.services.audit import Actor
-
+def _actor() -> Actor:
     return Actor("cli", os.environ.get("USER") or None)
 
 
@@ -58,10 +52,6 @@ def create(
     scopes: str = typer.Option(..., help="Comma-separated scopes: org:read, org:create, org:list."),
 ) -> None:
     """Create a key and print it ONCE (only its SHA-256 hash is stored)."""
-    from app.cli import _run
-    from app.services.api_keys import SCOPES
-    from app.services.audit import CLI_META
-
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SCOPES))
     if unknown or not wanted:
@@ -69,16 +59,16 @@ def create(
             f"scopes must be some of {', '.join(SCOPES)}", param_hint="--scopes"
         )
 
-    async def go(stores: Any) -> tuple[dict[str, Any], str]:
+    async def go(state: AppState) -> tuple[dict[str, Any], str]:
         try:
-            made: tuple[dict[str, Any], str] = await _service(stores).create(
+            made: tuple[dict[str, Any], str] = await state.api_keys.create(
                 name=name, scopes=wanted, actor=_actor(), meta=CLI_META
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         return made
 
-    record, key = _run(go)
+    record, key = run(go)
     typer.echo(json.dumps({**_public(record), "key": key}))
     typer.echo("Store this key now: it cannot be shown again.", err=True)
 
@@ -88,29 +78,26 @@ def list_keys(
     all_: bool = typer.Option(False, "--all", help="Include revoked keys."),
 ) -> None:
     """List keys (id, name, prefix, scopes, last use), one JSON object per line."""
-    from app.cli import _run
 
-    async def go(stores: Any) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = await _service(stores).list_keys(include_revoked=all_)
+    async def go(state: AppState) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = await state.api_keys.list_keys(include_revoked=all_)
         return docs
 
-    for doc in _run(go):
+    for doc in run(go):
         typer.echo(json.dumps(_public(doc)))
 
 
 @api_key_cli.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key's id or prefix (osk_<id>).")) -> None:
     """Revoke a key: it is refused from the next request on, on every replica."""
-    from app.cli import _run
-    from app.services.audit import CLI_META
 
-    async def go(stores: Any) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await _service(stores).revoke(
+    async def go(state: AppState) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await state.api_keys.revoke(
             key_id, actor=_actor(), meta=CLI_META
         )
         return found
 
-    record = _run(go)
+    record = run(go)
     if record is None:
         typer.echo(f"no active API key {key_id!r}", err=True)
         raise typer.Exit(1)

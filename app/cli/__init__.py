@@ -1,0 +1,22 @@
+"""The `orgsvc` command line: serve, reconcile, organizations and service API keys.
+
+Every command that touches the database builds the same process state as the HTTP service
+(`app.main.build_state`, over `MONGODB_URL`) and calls its services; nothing here speaks to a
+repository of its own.
+"""
+
+from __future__ import annotations
+
+from app.cli.api_keys import api_key_cli
+from app.cli.base import cli
+from app.cli.orgs import orgs_cli
+from app.cli.serve import server_options
+
+cli.add_typer(orgs_cli, name="orgs")
+cli.add_typer(api_key_cli, name="api-key")
+
+__all__ = ["cli", "main", "server_options"]
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,63 @@
+"""`orgsvc orgs list|show`: read-only looks at organizations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from app.cli.base import run
+from app.errors import InvalidInput, NotFound
+from app.repositories.base import Doc
+from app.state import AppState
+
+orgs_cli = typer.Typer(help="Look at organizations (read-only).", no_args_is_help=True)
+
+
+def _public(doc: Doc) -> dict[str, Any]:
+    return {
+        "organization_id": doc["_id"],
+        "organization_name": doc["organization_name"],
+        "slug": doc["slug"],
+        "collection_name": doc["collection_name"],
+        "admin": {"admin_id": doc["admin"]["admin_id"], "email": doc["admin"]["email"]},
+        "status": doc["status"],
+        "created_at": str(doc["created_at"]),
+    }
+
+
+@orgs_cli.command("list")
+def orgs_list(
+    limit: int = typer.Option(100, min=1, max=10_000, help="At most this many."),
+    after: str | None = typer.Option(None, help="Start after this slug (pagination)."),
+) -> None:
+    """List active organizations by slug, one JSON object per line."""
+
+    async def go(state: AppState) -> list[Doc]:
+        docs, _ = await state.orgs.list_page(limit=limit, after=after)
+        return docs
+
+    for doc in run(go):
+        typer.echo(json.dumps(_public(doc), ensure_ascii=False))
+
+
+@orgs_cli.command("show")
+def orgs_show(name: str = typer.Argument(..., help="Organization name (matched by slug).")) -> None:
+    """Show one organization and how many documents its tenant collection holds."""
+
+    async def go(state: AppState) -> dict[str, Any] | None:
+        try:
+            doc = await state.orgs.get_any(name)
+        except NotFound:
+            return None
+        except InvalidInput as exc:
+            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
+            raise typer.BadParameter(str(detail)) from None
+        return {**_public(doc), "documents": await state.orgs.document_count(doc)}
+
+    found = run(go)
+    if found is None:
+        typer.echo(f"no organization named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(found, ensure_ascii=False, indent=2))
