@@ -6,7 +6,7 @@ a thread hop per dependency per request (the benchmark measured a third of a GET
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -116,10 +116,10 @@ async def current_caller(
 Caller = Annotated[Principal | KeyPrincipal, Depends(current_caller)]
 
 
-def require_scope(scope: str) -> Callable[[KeyPrincipal | None], KeyPrincipal]:
+def require_scope(scope: str) -> Callable[[KeyPrincipal | None], Awaitable[KeyPrincipal]]:
     """A dependency: an API key with `scope` (401 without a key, 403 without the scope)."""
 
-    def dependency(key: OptionalKey) -> KeyPrincipal:
+    async def dependency(key: OptionalKey) -> KeyPrincipal:
         if key is None:
             raise Unauthorized(f"An API key with the {scope} scope is required.")
         key.require(scope)
