@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -52,6 +53,33 @@ def free_port() -> int:
         return port
 
 
+EMBEDDED_STORE_MISSING = (
+    "MONGODB_URL is not set and the embedded development store (nx-27017) is not installed: "
+    "install it with `pip install 'orgsvc[embedded]'` (`make run` does), "
+    "or set MONGODB_URL to a MongoDB server"
+)
+
+
+class EmbeddedStoreUnavailable(RuntimeError):
+    """MONGODB_URL is unset (development) but the optional nx-27017 package is not installed."""
+
+
+def embedded_store_missing() -> str | None:
+    """What to do when the embedded store cannot start (nx-27017 is not installed), or None.
+
+    nx-27017 is a development-only dependency, the `embedded` extra (`orgsvc[embedded]`):
+    production images do not carry it and set MONGODB_URL instead.
+    """
+    return EMBEDDED_STORE_MISSING if importlib.util.find_spec("nx_27017") is None else None
+
+
+def require_embedded_store() -> None:
+    """Refuse early, saying what to do, when the `embedded` extra is not installed."""
+    reason = embedded_store_missing()
+    if reason is not None:
+        raise EmbeddedStoreUnavailable(reason)
+
+
 class EmbeddedMongo:
     """An `nx-27017` wire-protocol server in file mode, on loopback, as a child process.
 
@@ -83,6 +111,7 @@ class EmbeddedMongo:
 
     async def start(self, *, wait_seconds: float = 30.0) -> None:
         """Start the server and wait until it answers a ping."""
+        require_embedded_store()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = await asyncio.create_subprocess_exec(
             *self.command(),

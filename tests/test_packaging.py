@@ -1,0 +1,98 @@
+"""Packaging: the embedded store is an optional extra, and the version lives in one place."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+import app
+from app.db import (
+    EmbeddedStoreUnavailable,
+    embedded_store_missing,
+    free_port,
+    require_embedded_store,
+)
+from app.main import create_app
+from tests.helpers import ROOT, make_settings
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+WHAT_TO_DO = "pip install 'orgsvc[embedded]'"
+
+# Run `orgsvc serve` as if nx-27017 were not installed: a None entry in sys.modules makes
+# `import nx_27017` fail and `importlib.util.find_spec("nx_27017")` answer None.
+SERVE_WITHOUT_NX = """
+import runpy, sys
+sys.modules["nx_27017"] = None
+sys.argv = ["orgsvc", "serve", "--port", sys.argv[1]]
+runpy.run_module("app.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_nx_27017_is_the_embedded_extra_not_a_runtime_dependency() -> None:
+    project = PYPROJECT["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("nx-27017")]
+    assert project["optional-dependencies"]["embedded"] == ["nx-27017>=0.8"]
+    # The installed metadata says the same (the Makefile reinstalls when pyproject changes).
+    requires = importlib.metadata.requires("orgsvc") or []
+    nx = [r for r in requires if r.lower().startswith("nx-27017")]
+    assert nx and all('extra == "embedded"' in r for r in nx)
+
+
+def test_the_embedded_store_check_passes_when_installed() -> None:
+    assert embedded_store_missing() is None
+    require_embedded_store()
+
+
+def test_a_missing_embedded_store_is_refused_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "nx_27017", None)
+    reason = embedded_store_missing()
+    assert reason is not None
+    assert WHAT_TO_DO in reason and "MONGODB_URL" in reason
+    with pytest.raises(EmbeddedStoreUnavailable) as caught:
+        require_embedded_store()
+    assert str(caught.value) == reason
+
+
+async def test_the_app_does_not_start_without_url_or_embedded_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "nx_27017", None)
+    data = tmp_path / "data"
+    service = create_app(make_settings(mongodb_url=None, embedded_data_dir=str(data)))
+    with pytest.raises(EmbeddedStoreUnavailable, match=r"orgsvc\[embedded\]"):
+        async with service.router.lifespan_context(service):
+            pass
+    assert not data.exists()
+
+
+def test_serve_without_url_or_embedded_store_exits_saying_what_to_do(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MONGODB_", "JWT_", "ENVIRONMENT", "FAULT_", "EMBEDDED_"))
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    res = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_NX, str(free_port())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert WHAT_TO_DO in res.stdout + res.stderr
+    assert not (tmp_path / "data").exists()
+
+
+async def test_openapi_version_is_the_package_version(api: httpx.AsyncClient) -> None:
+    installed = importlib.metadata.version("orgsvc")
+    assert installed == PYPROJECT["project"]["version"]
+    assert app.__version__ == installed
+    spec = (await api.get("/openapi.json")).json()
+    assert spec["info"]["version"] == installed
