@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # Organization service image: `docker build -t orgsvc .`, run with `docker compose up -d`.
-# Two stages: the build stage makes a virtualenv in /opt/venv with `pip install .`; the runtime
-# stage copies only that venv onto a clean slim image (no pip cache, no build tree, no sources).
-# No secret is baked in: JWT_SECRET and MONGODB_URL come from the environment at run time.
+# Two stages: the build stage makes a virtualenv in /opt/venv, the dependencies first (a layer
+# that only a change of pyproject.toml rebuilds), then the project itself with `--no-deps`; the
+# runtime stage copies only that venv onto a clean slim image (no pip cache, no build tree, no
+# sources). No extras: the dev tools and the embedded nx-27017 store (`orgsvc[embedded]`) are not
+# in the image. No secret is baked in: JWT_SECRET and MONGODB_URL come from the environment.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -17,23 +19,33 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-# pyproject.toml names README.md as the package readme, so the build needs it.
-COPY pyproject.toml README.md ./
-COPY app ./app
 
-# Every dependency has a manylinux wheel for CPython 3.11, so no compiler is needed.
-# The cache mount keeps re-builds fast without leaving pip's cache in any layer.
-# (No lock file yet: versions resolve within pyproject.toml's ranges at build time.)
+# 1. The runtime dependencies, read from pyproject.toml's [project] dependencies (not its extras).
+#    Every one has a manylinux wheel for CPython 3.11, so no compiler is needed. The cache mount
+#    keeps re-builds fast without leaving pip's cache in any layer. (No lock file yet: versions
+#    resolve within pyproject.toml's ranges at build time.)
+COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install . \
+    python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt
+
+# 2. The project alone (pyproject.toml names README.md as the package readme, so the build needs
+#    it); `pip check` fails the build if step 1 missed a dependency.
+COPY README.md ./
+COPY app ./app
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps . \
+    && pip check \
     && orgsvc --help > /dev/null
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
+# The version lives in pyproject.toml only (the service reads it from the installed package);
+# a release build can label it: `docker build --label org.opencontainers.image.version=X.Y.Z`.
 LABEL org.opencontainers.image.title="orgsvc" \
       org.opencontainers.image.description="Organization service (FastAPI + MongoDB)" \
-      org.opencontainers.image.version="1.0.0" \
       org.opencontainers.image.licenses="MIT"
 
 # A fixed numeric uid/gid so volume ownership and `USER` checks (runAsNonRoot) are predictable.

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 import app
+from app.config import Settings
 from app.db import (
     EmbeddedStoreUnavailable,
     embedded_store_missing,
@@ -20,8 +21,8 @@ from app.db import (
     require_embedded_store,
 )
 from app.main import create_app
-from tests.helpers import ROOT, make_settings
 
+ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 WHAT_TO_DO = "pip install 'orgsvc[embedded]'"
 
@@ -43,6 +44,16 @@ def test_nx_27017_is_the_embedded_extra_not_a_runtime_dependency() -> None:
     requires = importlib.metadata.requires("orgsvc") or []
     nx = [r for r in requires if r.lower().startswith("nx-27017")]
     assert nx and all('extra == "embedded"' in r for r in nx)
+
+
+def test_the_image_installs_no_extra_and_its_dependencies_before_the_code() -> None:
+    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    assert not [x for x in lines if "embedded" in x and not x.lstrip().startswith("#")]
+    assert not [x for x in lines if "nx-27017" in x and not x.lstrip().startswith("#")]
+    deps = next(i for i, x in enumerate(lines) if "pip install" in x and "--requirement" in x)
+    code = next(i for i, x in enumerate(lines) if x.startswith("COPY app"))
+    project = next(i for i, x in enumerate(lines) if "pip install --no-deps" in x)
+    assert deps < code < project
 
 
 def test_the_embedded_store_check_passes_when_installed() -> None:
@@ -67,7 +78,15 @@ async def test_the_app_does_not_start_without_url_or_embedded_store(
 ) -> None:
     monkeypatch.setitem(sys.modules, "nx_27017", None)
     data = tmp_path / "data"
-    service = create_app(make_settings(mongodb_url=None, embedded_data_dir=str(data)))
+    settings = Settings(
+        _env_file=None,
+        environment="development",
+        mongodb_url=None,
+        embedded_data_dir=str(data),
+        jwt_secret="test-secret-that-is-long-enough-for-hs256-0123456789",
+        bcrypt_rounds=4,
+    )
+    service = create_app(settings)
     with pytest.raises(EmbeddedStoreUnavailable, match=r"orgsvc\[embedded\]"):
         async with service.router.lifespan_context(service):
             pass
