@@ -15,7 +15,9 @@ from pymongo import AsyncMongoClient
 
 from app.config import Settings
 from app.db import EmbeddedMongo
-from tests.helpers import app_client, make_settings, start_nx, stop_process
+from tests.support.apps import app_client, make_settings
+from tests.support.processes import stop_process
+from tests.support.stores import empty_store, start_nx
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +42,7 @@ async def nx_client(nx_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient[
     isolate tests: every collection is dropped before the test.
     """
     client: AsyncMongoClient[Any] = AsyncMongoClient(nx_server.url, tz_aware=True)
-    for name in await client["any"].list_collection_names():
-        await client["any"].drop_collection(name)
+    await empty_store(client)
     yield client
     await client.close()
 

@@ -9,7 +9,8 @@ import pytest
 from mongomock_motor import AsyncMongoMockClient
 
 from app.config import Settings
-from tests.helpers import PASSWORD, app_client, bearer, create_and_login, org_body
+from tests.support.apps import app_client
+from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 
 
 def assert_error(res: httpx.Response, status: int, code: str) -> None:

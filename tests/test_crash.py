@@ -17,9 +17,11 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
-from tests.consistency import assert_consistent
-from tests.helpers import PASSWORD, ServiceProcess, bearer, org_body
-from tests.test_processes import DB, service_env
+from tests.support.clients import PASSWORD, bearer, org_body
+from tests.support.consistency import assert_consistent
+from tests.support.processes import PROCS_DB as DB
+from tests.support.processes import ServiceProcess
+from tests.support.processes import procs_service_env as service_env
 
 TENANT_DOCS = 10_000
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from app.db import free_port
-from tests.helpers import ROOT, org_body
+from tests.support.clients import org_body
+from tests.support.processes import ROOT
 
 CLEAN_ENV = {
     k: v

@@ -27,8 +27,9 @@ from pymongo import AsyncMongoClient
 from app.db import EmbeddedMongo
 from app.repositories.operations import OperationRepository
 from app.services.lease import Hold, OperationLost
-from tests.consistency import assert_consistent
-from tests.helpers import PASSWORD, ServiceProcess, bearer, nx_service_env, org_body
+from tests.support.clients import PASSWORD, bearer, org_body
+from tests.support.consistency import assert_consistent
+from tests.support.processes import ServiceProcess, nx_service_env
 
 DB = "org_service_fencing"
 DOCS = 300

@@ -13,8 +13,9 @@ from mongomock_motor import AsyncMongoMockClient
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
-from tests.helpers import PASSWORD, app_client, bearer, create_and_login, make_settings, org_body
-from tests.security_support import services
+from tests.support.apps import app_client, make_settings
+from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
+from tests.support.processes import services
 
 WRONG = "not-the-password"
 BURST = 50

@@ -31,7 +31,8 @@ from app.cli import server_options
 from app.config import Settings
 from app.db import EmbeddedMongo, free_port
 from app.main import create_app
-from tests.helpers import ServiceProcess, make_settings, nx_service_env
+from tests.support.apps import make_settings
+from tests.support.processes import ServiceProcess, nx_service_env
 
 SECURITY = {
     "x-content-type-options": "nosniff",

@@ -20,7 +20,8 @@ from app.schemas import (
     SLUG_CURSOR_FORMAT,
 )
 from app.services.audit import Actor, RequestMeta
-from tests.helpers import app_client, bearer, create_and_login, make_settings
+from tests.support.apps import app_client, make_settings
+from tests.support.clients import bearer, create_and_login
 
 BEARER: dict[str, list[str]] = {"HTTPBearer": []}
 KEY: dict[str, list[str]] = {"APIKeyHeader": []}

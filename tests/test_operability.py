@@ -19,16 +19,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
-from tests.helpers import (
-    PASSWORD,
-    ROOT,
-    ServiceProcess,
-    bearer,
-    nx_service_env,
-    org_body,
-    start_nx,
-    stop_process,
-)
+from tests.support.clients import PASSWORD, bearer, org_body
+from tests.support.processes import ROOT, ServiceProcess, nx_service_env, stop_process
+from tests.support.stores import start_nx
 
 
 def env_for(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:

@@ -12,14 +12,11 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
-from tests.consistency import assert_consistent
-from tests.helpers import PASSWORD, ServiceProcess, bearer, nx_service_env, org_body
-
-DB = "org_service_procs"
-
-
-def service_env(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
-    return nx_service_env(nx, db=DB, **extra)
+from tests.support.clients import PASSWORD, bearer, org_body
+from tests.support.consistency import assert_consistent
+from tests.support.processes import PROCS_DB as DB
+from tests.support.processes import ServiceProcess
+from tests.support.processes import procs_service_env as service_env
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app.config import Settings
-from tests.helpers import PASSWORD, bearer, create_and_login, org_body
+from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
 

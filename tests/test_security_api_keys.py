@@ -18,8 +18,9 @@ from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
 from app.services.api_keys import KEY_PATTERN
-from tests.helpers import ROOT, bearer, create_and_login, org_body
-from tests.security_support import PROC_DB, custom_app, new_key, service_env, services
+from tests.support.apps import custom_app, new_key
+from tests.support.clients import bearer, create_and_login, org_body
+from tests.support.processes import PROC_DB, ROOT, service_env, services
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
 

@@ -15,8 +15,8 @@ from pymongo.errors import AutoReconnect
 
 from app.config import Settings
 from app.services.audit import clean
-from tests.helpers import PASSWORD, bearer, create_and_login, org_body
-from tests.security_support import custom_app
+from tests.support.apps import custom_app
+from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
 NEW_PASSWORD = "a-brand-new-password"

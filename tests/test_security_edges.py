@@ -14,8 +14,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import EmbeddedMongo
-from tests.helpers import bearer, create_and_login, org_body
-from tests.security_support import custom_app, services
+from tests.support.apps import custom_app
+from tests.support.clients import bearer, create_and_login, org_body
+from tests.support.processes import services
 
 
 def assert_413(res: httpx.Response) -> None:

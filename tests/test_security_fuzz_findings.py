@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app.config import Settings
-from tests.consistency import assert_consistent
-from tests.helpers import create_and_login, org_body
+from tests.support.clients import create_and_login, org_body
+from tests.support.consistency import assert_consistent
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
 

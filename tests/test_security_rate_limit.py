@@ -12,8 +12,9 @@ from pymongo import AsyncMongoClient
 from app.db import EmbeddedMongo
 from app.edges import client_ip
 from app.repositories.base import epoch_ms
-from tests.helpers import PASSWORD, create_and_login
-from tests.security_support import PROC_DB, custom_app, services
+from tests.support.apps import custom_app
+from tests.support.clients import PASSWORD, create_and_login
+from tests.support.processes import PROC_DB, services
 
 WRONG = "not-the-password"
 

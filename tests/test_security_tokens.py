@@ -24,8 +24,9 @@ from app.config import Settings
 from app.db import EmbeddedMongo
 from app.security.keys import KeyRing, hmac_kid, thumbprint
 from app.security.tokens import InvalidToken, TokenManager
-from tests.helpers import PASSWORD, TEST_SECRET, bearer, create_and_login, make_settings
-from tests.security_support import PROC_DB, custom_app, services
+from tests.support.apps import custom_app, make_settings
+from tests.support.clients import PASSWORD, TEST_SECRET, bearer, create_and_login
+from tests.support.processes import PROC_DB, services
 
 OLD_SECRET = "an-older-secret-that-was-current-last-month-0123456789"
 PARAMS = {"organization_name": "Acme"}
@@ -359,7 +360,7 @@ def test_serve_refuses_a_bad_key_with_a_clear_message(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.helpers import ROOT
+    from tests.support.processes import ROOT
 
     env = {**os.environ, "JWT_ALGORITHM": "EdDSA", "JWT_PRIVATE_KEY_FILE": str(tmp_path / "x")}
     done = subprocess.run(

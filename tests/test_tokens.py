@@ -22,7 +22,8 @@ from mongomock_motor import AsyncMongoMockClient
 
 from app.config import Settings
 from app.security.tokens import InvalidToken, TokenManager
-from tests.helpers import TEST_SECRET, app_client, bearer, create_and_login
+from tests.support.apps import app_client
+from tests.support.clients import TEST_SECRET, bearer, create_and_login
 
 
 def b64(data: dict[str, Any]) -> str:

@@ -14,8 +14,8 @@ from pymongo.errors import OperationFailure
 
 from app.config import Settings
 from app.nxserver import patch
-from tests.consistency import assert_consistent
-from tests.helpers import bearer, create_and_login, org_body
+from tests.support.clients import bearer, create_and_login, org_body
+from tests.support.consistency import assert_consistent
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
 

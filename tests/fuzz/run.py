@@ -24,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 from app.db import EmbeddedMongo
-from tests.helpers import ROOT, TEST_SECRET, ServiceProcess, start_nx, stop_process
+from tests.support.clients import TEST_SECRET
+from tests.support.processes import ROOT, ServiceProcess, stop_process
+from tests.support.stores import start_nx
 
 # Every check, none excluded. `object_level_authorization` needs several identities configured
 # in schemathesis's own auth settings and stays idle with the hook-based auth used here; reading
