@@ -1,4 +1,9 @@
-"""Stores for tests: an in-memory double for logic, a real nx-27017 server for the database."""
+"""Stores for tests: an in-memory double for logic, a real nx-27017 server for the database.
+
+Two tiers: every test that uses the real store or service processes carries the `realstore`
+marker (given here from its fixtures, or by the test itself when it starts processes on its
+own), so `pytest -m "not realstore"` runs only the in-memory tests.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,23 @@ from app.db import EmbeddedMongo
 from tests.support.apps import app_client, make_settings
 from tests.support.processes import stop_process
 from tests.support.stores import empty_store, start_nx
+
+# A test that asks for any of these (directly or through another fixture) is a realstore test.
+REALSTORE_FIXTURES = frozenset({"nx_server", "nx_client", "real_api"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "realstore: uses a real nx-27017 store or starts processes (service, store, CLI); "
+        'deselect with -m "not realstore" for the in-memory tier',
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REALSTORE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.realstore)
 
 
 @pytest.fixture(scope="session")

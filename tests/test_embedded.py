@@ -13,10 +13,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.db import free_port
 from tests.support.clients import org_body
 from tests.support.processes import ROOT
+
+# Every test here runs `orgsvc serve` as a process (and the first its embedded store).
+pytestmark = pytest.mark.realstore
 
 CLEAN_ENV = {
     k: v

@@ -28,6 +28,7 @@ def env_for(nx: EmbeddedMongo, **extra: str) -> dict[str, str]:
     return nx_service_env(nx, db="ops_db", **extra)
 
 
+@pytest.mark.realstore  # starts its own nx-27017 and a service process
 async def test_database_outage_is_a_quick_503_and_heals(tmp_path: Path) -> None:
     nx = EmbeddedMongo(tmp_path / "nx")
     nx_proc = start_nx(nx)
@@ -203,6 +204,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
+@pytest.mark.realstore  # runs the CLI as a process
 @pytest.mark.parametrize(
     "args", [[], ["serve"], ["reconcile"], ["orgs"], ["orgs", "list"], ["orgs", "show"]]
 )

@@ -355,6 +355,7 @@ def test_bad_key_settings_are_refused_at_settings_time(tmp_path: Path) -> None:
         make_settings(jwt_kid="same", jwt_previous_secrets=f"same:{OLD_SECRET}")
 
 
+@pytest.mark.realstore  # runs `orgsvc serve` as a process
 def test_serve_refuses_a_bad_key_with_a_clear_message(tmp_path: Path) -> None:
     import os
     import subprocess
