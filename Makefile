@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz bench clean
+.PHONY: run test test-fast lint typecheck pytest fuzz bench clean
 
 # The stamp is older than pyproject.toml whenever a dependency (or the version) changed there,
 # so the next make reinstalls. `embedded`: the nx-27017 development store (not in the image).
@@ -26,6 +26,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The fast tier only: no real nx-27017 store and no service processes (the `realstore` marker
+# that tests/conftest.py puts on them), and no coverage floor. For the edit loop.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not realstore"
 
 # Schemathesis against the live OpenAPI of a real service process: fixed seed, every check
 # (positive and negative data, auth, methods, headers), bounded (about 420 cases, ~20 s);
