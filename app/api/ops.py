@@ -7,9 +7,9 @@ import contextlib
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pymongo.errors import PyMongoError
 
 from app.api.deps import State
+from app.repositories.base import StoreError
 
 router = APIRouter(include_in_schema=False)
 
@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/metrics")
 async def metrics(state: State) -> Response:
     """Prometheus exposition of this process's metrics."""
-    with contextlib.suppress(PyMongoError, TimeoutError):
+    with contextlib.suppress(StoreError, TimeoutError):
         async with asyncio.timeout(1.0):  # a slow database must not stall the scrape
             state.metrics.organizations.set(await state.stores.orgs.count_active())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pymongo.errors import DuplicateKeyError
+
 from app.repositories.base import Collection, Database, Doc
 
 
@@ -15,8 +17,13 @@ class AdminRepository:
         await self.col.create_index("email_lower", unique=True)
         await self.col.create_index("organization_id")
 
-    async def insert(self, doc: Doc) -> None:
-        await self.col.insert_one(doc)
+    async def insert(self, doc: Doc) -> bool:
+        """False when the email is taken (unique index on the lower-cased email)."""
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def by_email(self, email: str) -> Doc | None:
         return await self.col.find_one(
@@ -48,8 +55,15 @@ class AdminRepository:
         doc = await self.col.find_one({"email_lower": email.lower()}, {"_id": 1})
         return doc is not None and doc["_id"] != other_than
 
-    async def update(self, admin_id: str, fields: Doc) -> None:
-        await self.col.update_one({"_id": admin_id}, {"$set": fields})
+    async def set_email(self, admin_id: str, email: str) -> bool:
+        """False when another admin has this email (unique index on the lower-cased email)."""
+        try:
+            await self.col.update_one(
+                {"_id": admin_id}, {"$set": {"email": email, "email_lower": email.lower()}}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def delete_of_org(self, org_id: str) -> None:
         await self.col.delete_many({"organization_id": org_id})

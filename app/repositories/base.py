@@ -6,12 +6,25 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 Doc = dict[str, Any]
+
+# The driver's errors under the names the layers above the repositories use, so that only
+# repositories import the driver: any database error, and "the database cannot be reached".
+StoreError = PyMongoError
+StoreUnavailable = ConnectionFailure
 Database = AsyncDatabase[Doc]
 Collection = AsyncCollection[Doc]
+
+
+def new_id() -> str:
+    """A new record id: an ObjectId's 24 hex digits, kept as a string (ids are compared in
+    queries, and some stores match ObjectId values only in `_id`)."""
+    return str(ObjectId())
 
 
 def utcnow() -> datetime:

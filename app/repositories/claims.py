@@ -6,6 +6,8 @@ still carries the old one; a claim document keyed by the slug gives that, race-f
 
 from __future__ import annotations
 
+from pymongo.errors import DuplicateKeyError
+
 from app.repositories.base import Collection, Database, Doc, utcnow
 
 
@@ -18,11 +20,15 @@ class ClaimRepository:
     async def ensure_indexes(self) -> None:
         await self.col.create_index("organization_id")
 
-    async def claim(self, slug: str, *, org_id: str, op_id: str) -> None:
-        """Raises DuplicateKeyError when the slug is taken."""
-        await self.col.insert_one(
-            {"_id": slug, "organization_id": org_id, "op_id": op_id, "created_at": utcnow()}
-        )
+    async def claim(self, slug: str, *, org_id: str, op_id: str) -> bool:
+        """True when this call won the slug; False when it is taken."""
+        try:
+            await self.col.insert_one(
+                {"_id": slug, "organization_id": org_id, "op_id": op_id, "created_at": utcnow()}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def owner(self, slug: str) -> Doc | None:
         return await self.col.find_one({"_id": slug})

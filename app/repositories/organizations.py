@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from app.repositories.base import Collection, Database, Doc, utcnow
 
@@ -25,8 +26,13 @@ class OrganizationRepository:
         await self.col.create_index("pending_op")
         await self.col.create_index("status")  # the organizations gauge counts on every scrape
 
-    async def insert(self, doc: Doc) -> None:
-        await self.col.insert_one(doc)
+    async def insert(self, doc: Doc) -> bool:
+        """False when another record has this slug or collection (unique indexes)."""
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def get(self, org_id: str) -> Doc | None:
         return await self.col.find_one({"_id": org_id})
@@ -88,6 +94,10 @@ class OrganizationRepository:
             {"$set": fields},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def set_admin_email(self, org_id: str, email: str) -> Doc | None:
+        """Show the admin's new email on the record; the record, or None if not active."""
+        return await self.set_fields(org_id, {"admin.email": email})
 
     async def bump_token_version(self, org_id: str, *, admin_id: str) -> Doc | None:
         return await self.col.find_one_and_update(

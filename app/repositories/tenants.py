@@ -6,6 +6,8 @@ checked once more here: request text never chooses a collection.
 
 from __future__ import annotations
 
+import uuid
+
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from app.names import assert_safe_collection
@@ -41,6 +43,17 @@ class TenantCollections:
     async def estimated_count(self, name: str) -> int:
         assert_safe_collection(name)
         return await self.db[name].estimated_document_count()
+
+    async def accepts_unicode_names(self) -> bool:
+        """Whether this store can name a collection with non-ASCII letters (MongoDB can;
+        a store that cannot gets a clear 422 for such names instead of a failed create)."""
+        probe = f"_probe_\u00e9_{uuid.uuid4().hex[:8]}"  # a name nobody else uses
+        try:
+            await self.db.create_collection(probe)
+        except OperationFailure:
+            return False
+        await self.db.drop_collection(probe)
+        return True
 
     async def is_empty(self, name: str) -> bool:
         assert_safe_collection(name)

@@ -20,12 +20,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from bson import ObjectId
-from pymongo.errors import ConnectionFailure, PyMongoError
-
 from app.errors import AppError, InvalidInput
 from app.repositories.audit import AuditRepository
-from app.repositories.base import Doc, epoch_ms, utcnow
+from app.repositories.base import Doc, StoreError, StoreUnavailable, epoch_ms, new_id, utcnow
 
 log = logging.getLogger("orgsvc.audit")
 
@@ -101,7 +98,7 @@ class AuditService:
         """Write one entry; a database failure is logged (never raised): see the module doc."""
         now = utcnow()
         entry: Doc = {
-            "_id": str(ObjectId()),
+            "_id": new_id(),
             "at": now,
             "at_ms": epoch_ms(),
             "action": action,
@@ -120,7 +117,7 @@ class AuditService:
             return
         try:
             await self.repo.insert(entry)
-        except PyMongoError as exc:
+        except StoreError as exc:
             self._write_failed("audit entry not written", exc, audit=entry)
 
     @asynccontextmanager
@@ -144,7 +141,7 @@ class AuditService:
             )  # fmt: skip
             raise
         except Exception as exc:
-            down = isinstance(exc, ConnectionFailure)
+            down = isinstance(exc, StoreUnavailable)
             await self.record(
                 action, actor=actor, meta=meta, organization_id=draft.organization_id,
                 outcome=FAILURE, code="database_unavailable" if down else "internal_error",
@@ -166,14 +163,14 @@ class AuditService:
                 expires_at=expires_at,
                 expires_ms=epoch_ms(self.retention.total_seconds()),
             )
-        except PyMongoError as exc:
+        except StoreError as exc:
             self._write_failed(
                 "audit retention not started for a deleted organization",
                 exc,
                 organization_id=organization_id,
             )
 
-    def _write_failed(self, message: str, exc: PyMongoError, **fields: Any) -> None:
+    def _write_failed(self, message: str, exc: StoreError, **fields: Any) -> None:
         """A failed audit write is logged and counted, never raised (see the module docstring)."""
         log.error(message, extra={**fields, "error": type(exc).__name__})
         for observe in self.error_observers:

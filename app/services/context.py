@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-
-from pymongo.errors import OperationFailure
 
 from app.config import Settings
 from app.faults import FaultInjector
@@ -62,16 +59,7 @@ class Stores:
         await self.revocations.ensure_indexes()
         await self.api_keys.ensure_indexes()
         await self.audit.ensure_indexes()
-        self.ascii_only_names = not await self._accepts_unicode_names()
-
-    async def _accepts_unicode_names(self) -> bool:
-        probe = f"_probe_\u00e9_{uuid.uuid4().hex[:8]}"  # a name nobody else uses
-        try:
-            await self.tenants.db.create_collection(probe)
-        except OperationFailure:
-            return False
-        await self.tenants.db.drop_collection(probe)
-        return True
+        self.ascii_only_names = not await self.tenants.accepts_unicode_names()
 
 
 @dataclass(slots=True)

@@ -15,9 +15,8 @@ import contextlib
 import logging
 from types import TracebackType
 
-from pymongo.errors import PyMongoError
-
 from app.errors import AppError
+from app.repositories.base import StoreError
 from app.repositories.operations import OperationRepository
 
 log = logging.getLogger("orgsvc.lease")
@@ -75,7 +74,7 @@ class Hold:
                     self.op_id, fence=self.fence, lease_seconds=self.lease_seconds
                 ):
                     self.lost = True
-            except PyMongoError as exc:  # the next check decides; keep trying meanwhile
+            except StoreError as exc:  # the next check decides; keep trying meanwhile
                 log.warning("lease renewal of %s failed: %s", self.op_id, type(exc).__name__)
 
     async def check(self) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-from bson import ObjectId
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
-
 from app.errors import (
     EmailTaken,
     Forbidden,
@@ -17,7 +14,7 @@ from app.errors import (
     OrganizationExists,
 )
 from app.names import InvalidName, collection_for, validate_name
-from app.repositories.base import Doc, utcnow
+from app.repositories.base import Doc, StoreUnavailable, new_id, utcnow
 from app.repositories.organizations import CREATING, DELETING
 from app.schemas import OrganizationCreate, OrganizationUpdate
 from app.security.passwords import PasswordHasher
@@ -68,7 +65,7 @@ class OrganizationService:
         password_hash = await self.hasher.hash(body.password)
 
         now = utcnow()
-        org_id, admin_id, op_id = str(ObjectId()), str(ObjectId()), uuid.uuid4().hex
+        org_id, admin_id, op_id = new_id(), new_id(), uuid.uuid4().hex
         collection = collection_for(slug)
         op = {
             "_id": op_id,
@@ -81,11 +78,9 @@ class OrganizationService:
             fault("create.after_intent")
             try:
                 await hold.check()
-                try:
-                    await s.claims.claim(slug, org_id=org_id, op_id=op_id)
-                except DuplicateKeyError:
+                if not await s.claims.claim(slug, org_id=org_id, op_id=op_id):
                     await hold.finish()
-                    raise OrganizationExists() from None
+                    raise OrganizationExists()
                 fault("create.after_claim")
                 await hold.check()
                 org: Doc = {
@@ -99,30 +94,26 @@ class OrganizationService:
                     "created_at": now,
                     "updated_at": now,
                 }
-                try:
-                    await s.orgs.insert(org)
-                except DuplicateKeyError:
+                if not await s.orgs.insert(org):
                     # Another record holds this slug or collection without a claim (a store
                     # left so by an older release): the name is taken; touch nothing of theirs.
                     await undo_create(s, op, hold)
-                    raise OrganizationExists() from None
+                    raise OrganizationExists()
                 fault("create.after_org")
                 await hold.check()
-                try:
-                    await s.admins.insert(
-                        {
-                            "_id": admin_id,
-                            "email": body.email,
-                            "email_lower": body.email.lower(),
-                            "organization_id": org_id,
-                            "password_hash": password_hash,
-                            "password_version": 0,
-                            "created_at": now,
-                        }
-                    )
-                except DuplicateKeyError:
+                if not await s.admins.insert(
+                    {
+                        "_id": admin_id,
+                        "email": body.email,
+                        "email_lower": body.email.lower(),
+                        "organization_id": org_id,
+                        "password_hash": password_hash,
+                        "password_version": 0,
+                        "created_at": now,
+                    }
+                ):
                     await undo_create(s, op, hold)
-                    raise EmailTaken() from None
+                    raise EmailTaken()
                 fault("create.after_admin")
                 await hold.check()
                 if not await s.tenants.create(collection) and not await s.tenants.is_empty(
@@ -143,7 +134,7 @@ class OrganizationService:
                     # Whatever this process wrote after the new holder's undo, it removes now.
                     await undo_create(s, op, None)
                 raise
-            except ConnectionFailure:
+            except StoreUnavailable:
                 raise  # database gone: the reconciler undoes it once the lease ends
             except Exception:
                 if not hold.committed:
@@ -206,15 +197,14 @@ class OrganizationService:
             else:
                 org = await self._set(org_id, {"organization_name": body.organization_name})
         if body.email is not None:
-            try:
-                await s.admins.update(
-                    admin_id, {"email": body.email, "email_lower": body.email.lower()}
-                )
-            except DuplicateKeyError:
+            if not await s.admins.set_email(admin_id, body.email):
                 if renaming:  # lost an email race after renaming: put the name back
                     await self.rename(org, caller_org["organization_name"], caller_org["slug"])
-                raise EmailTaken() from None
-            org = await self._set(org_id, {"admin.email": body.email})
+                raise EmailTaken()
+            shown = await s.orgs.set_admin_email(org_id, body.email)
+            if shown is None:
+                raise NotFound()
+            org = shown
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
             org = await self._set(org_id, {})
@@ -269,12 +259,10 @@ class OrganizationService:
             fault("rename.after_lock")
             try:
                 await hold.check()
-                try:
-                    await s.claims.claim(new_slug, org_id=org["_id"], op_id=op_id)
-                except DuplicateKeyError:
+                if not await s.claims.claim(new_slug, org_id=org["_id"], op_id=op_id):
                     await s.orgs.unlock(org["_id"], op_id=op_id)
                     await hold.finish()
-                    raise OrganizationExists() from None
+                    raise OrganizationExists()
                 await hold.commit()
             except OperationLost:
                 # Undone by the new holder; remove what this process wrote after that.

@@ -13,8 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from pymongo.errors import PyMongoError
-
+from app.repositories.base import StoreError
 from app.services.context import OperationContext, Stores
 from app.services.lease import Hold, OperationLost
 from app.services.steps import reconcile
@@ -56,7 +55,7 @@ class Reconciler:
             except OperationLost:
                 # This replica stalled past the lease it took: another one holds it now.
                 outcome = "lost"
-            except PyMongoError as exc:
+            except StoreError as exc:
                 log.warning("reconcile of %s %s failed: %s", kind, op["_id"], exc)
                 for observe_error in self.error_observers:
                     observe_error(exc)
@@ -87,7 +86,7 @@ class Reconciler:
         while not self._stop.is_set():
             try:
                 await self.run_once()
-            except PyMongoError as exc:
+            except StoreError as exc:
                 log.warning("reconciler pass skipped: %s", type(exc).__name__)
                 for observe_error in self.error_observers:
                     observe_error(exc)
