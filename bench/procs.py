@@ -1,12 +1,11 @@
-"""Child processes (nx-27017, the service, the bare app): their CPU time and memory, via /proc."""
+"""Child processes (nx-27017, the service, the bare app), their CPU time and memory via /proc, and
+the CPU of the whole machine (what else competes with the measurement)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import resource
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,15 +15,9 @@ from typing import IO
 
 import httpx
 
+from tests.support.processes import stop_process
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,34 +42,27 @@ def status_kib(pid: int, key: str) -> int | None:
 class Child:
     """A subprocess in its own process group, with its output in a log file."""
 
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        cwd: Path,
-        log_path: Path,
-    ) -> None:
+    def __init__(self, name: str, *, log_path: Path) -> None:
         self.name = name
-        self.argv = list(argv)
-        self.env = dict(env)
-        self.cwd = cwd
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> None:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=self.cwd,
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def adopt(self, proc: subprocess.Popen[bytes]) -> None:
+        """Watch a process started elsewhere (in its own session, writing to `log_path`)."""
+        self.proc = proc
 
     @property
     def pid(self) -> int:
@@ -99,15 +85,8 @@ class Child:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to the process group, SIGKILL after `timeout`."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
+        if proc is not None:
+            stop_process(proc, timeout=timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
