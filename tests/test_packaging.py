@@ -93,6 +93,7 @@ async def test_the_app_does_not_start_without_url_or_embedded_store(
     assert not data.exists()
 
 
+@pytest.mark.realstore  # runs `orgsvc serve` as a process
 def test_serve_without_url_or_embedded_store_exits_saying_what_to_do(tmp_path: Path) -> None:
     env = {
         k: v
