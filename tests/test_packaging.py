@@ -105,7 +105,8 @@ def test_serve_without_url_or_embedded_store_exits_saying_what_to_do(tmp_path: P
         [sys.executable, "-c", SERVE_WITHOUT_NX, str(free_port())],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert res.returncode != 0
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
     assert WHAT_TO_DO in res.stdout + res.stderr
     assert not (tmp_path / "data").exists()
 

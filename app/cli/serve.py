@@ -12,6 +12,7 @@ import uvicorn
 
 from app.cli.base import cli, load_settings, run
 from app.config import Settings
+from app.db import embedded_store_missing
 from app.edges import head_limited_protocol
 from app.logs import configure_logging
 from app.state import AppState
@@ -24,6 +25,10 @@ def serve(
 ) -> None:
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight requests, then exits 0."""
     settings = load_settings()
+    missing = embedded_store_missing() if settings.mongodb_url is None else None
+    if missing is not None:  # refuse before uvicorn: a lifespan refusal would exit 3, noisily
+        typer.echo(f"orgsvc: {missing}", err=True)
+        raise typer.Exit(2)
     configure_logging(settings.log_level)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; let that final
     # re-raise end the process with status 0, since the shutdown it asked for went well.
