@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,25 +11,19 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app import __version__
-from app.api import admin, audit, health, jwks, ops, org
-from app.config import Settings, get_settings
-from app.db import EmbeddedMongo, make_client, require_embedded_store
-from app.edges import install_edges
-from app.errors import install_error_handlers
-from app.faults import FaultInjector
-from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
-from app.security.keys import KeyRing
-from app.security.passwords import PasswordHasher
-from app.security.tokens import TokenManager
-from app.services.api_keys import ApiKeyService
-from app.services.audit import AuditService
-from app.services.auth import AuthService
-from app.services.context import OperationContext, Stores
-from app.services.organizations import OrganizationService
-from app.services.rate_limit import LoginLimiter
-from app.services.reconciler import Reconciler
-from app.state import AppState
+from app.audit import router as audit_router
+from app.auth import jwks
+from app.auth import router as auth_router
+from app.kit.db import EmbeddedMongo, make_client, require_embedded_store
+from app.kit.edges import install_edges
+from app.kit.errors import install_error_handlers
+from app.kit.metrics import Metrics
+from app.kit.middleware import RequestContextMiddleware
+from app.kit.settings import Settings, get_settings
+from app.ops import health
+from app.ops import metrics as metrics_router
+from app.organizations import router as org_router
+from app.wiring import build_state
 
 log = logging.getLogger("orgsvc")
 
@@ -52,53 +43,6 @@ async def _open_client(settings: Settings) -> tuple[Client, EmbeddedMongo | None
     )
     await embedded.start()
     return make_client(embedded.url, settings), embedded
-
-
-def build_state(
-    settings: Settings, client: Client, metrics: Metrics, *, owner: str = "api"
-) -> AppState:
-    """Wire the stores and services of one process over `client` (the HTTP service and the
-    CLI alike); `owner` names the process in the operations it holds."""
-    stores = Stores.over(client[settings.mongodb_db])
-    ctx = OperationContext(
-        settings=settings,
-        owner=f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-        fault=FaultInjector(settings.fault_point_set),
-    )
-    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
-    hasher.observers.append(metrics.hash_wait.observe)
-    metrics.hash_queue.set_function(lambda: hasher.queued)
-    tokens = TokenManager(
-        keys=KeyRing.from_settings(settings),
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        expires_minutes=settings.jwt_expires_minutes,
-    )
-    audit_log = AuditService(stores.audit, retention_days=settings.audit_retention_days)
-    audit_log.error_observers.append(metrics.observe_db_error)
-    reconciler = Reconciler(stores, ctx)
-    reconciler.observers.append(metrics.observe_reconcile)
-    reconciler.error_observers.append(metrics.observe_db_error)
-    reconciler.deleted_observers.append(audit_log.organization_deleted)
-    return AppState(
-        settings=settings,
-        metrics=metrics,
-        client=client,
-        stores=stores,
-        hasher=hasher,
-        tokens=tokens,
-        orgs=OrganizationService(stores, ctx, hasher),
-        auth=AuthService(
-            stores,
-            hasher,
-            tokens,
-            limiter=LoginLimiter(stores.login_attempts, settings),
-            audit=audit_log,
-        ),
-        reconciler=reconciler,
-        audit=audit_log,
-        api_keys=ApiKeyService(stores.api_keys, audit_log),
-    )
 
 
 def create_app(settings: Settings | None = None, *, client: Client | None = None) -> FastAPI:
@@ -151,12 +95,12 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     install_error_handlers(app, on_db_error=metrics.observe_db_error)
     install_edges(app, settings)  # inner to the request context: 413s get a request id too
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])
-    app.include_router(org.router)
-    app.include_router(admin.router)
+    app.include_router(org_router.router)
+    app.include_router(auth_router.router)
     app.include_router(health.router)
-    app.include_router(ops.router)
-    app.include_router(audit.router)
+    app.include_router(metrics_router.router)
+    app.include_router(audit_router.router)
     app.include_router(jwks.router)
     if settings.org_create_requires_key:
-        org.document_required_create_key(app)
+        org_router.document_required_create_key(app)
     return app

@@ -19,7 +19,7 @@ import httpx
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from app.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo, free_port
 from bench.common import REPO, Doc, say
 from bench.load import LoadGenerator, make_generator
 from bench.procs import Child, RssSampler, wait_http
@@ -41,7 +41,7 @@ class Stack:
 
     def child_env(self) -> dict[str, str]:
         """Our environment without any of the service's own settings, plus the repo on the path."""
-        from app.config import Settings
+        from app.kit.settings import Settings
 
         service_vars = {name.upper() for name in Settings.model_fields}
         env = {k: v for k, v in os.environ.items() if k.upper() not in service_vars}

@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from mongomock_motor import AsyncMongoMockClient
 from pymongo import AsyncMongoClient
 
-from app.config import Settings
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
+from app.kit.settings import Settings
 from tests.support.apps import app_client, make_settings
 from tests.support.processes import stop_process
 from tests.support.stores import empty_store, start_nx

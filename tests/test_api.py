@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from app.config import Settings
+from app.kit.settings import Settings
 from tests.support.apps import app_client
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.kit.settings import Settings
 
 STRONG = "x" * 40
 URL = "mongodb://db:27017"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import free_port
+from app.kit.db import free_port
 from tests.support.clients import org_body
 from tests.support.processes import ROOT
 

@@ -24,9 +24,9 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
-from app.repositories.operations import OperationRepository
-from app.services.lease import Hold, OperationLost
+from app.kit.db import EmbeddedMongo
+from app.tenancy.lease import Hold, OperationLost
+from app.tenancy.operations import OperationRepository
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import ServiceProcess, nx_service_env

@@ -12,7 +12,7 @@ import httpx
 from mongomock_motor import AsyncMongoMockClient
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
 from tests.support.apps import app_client, make_settings
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 from tests.support.processes import services

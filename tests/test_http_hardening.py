@@ -28,8 +28,8 @@ from fastapi import FastAPI
 from mongomock_motor import AsyncMongoMockClient
 
 from app.cli import server_options
-from app.config import Settings
-from app.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo, free_port
+from app.kit.settings import Settings
 from app.main import create_app
 from tests.support.apps import make_settings
 from tests.support.processes import ServiceProcess, nx_service_env
@@ -192,7 +192,7 @@ async def test_the_app_itself_refuses_an_oversized_head() -> None:
 
 def test_h11_fallback_refuses_with_431_too() -> None:
     """Without httptools uvicorn would use h11: the same 431, not h11's 400 text."""
-    from app.edges import head_limited_protocol
+    from app.kit.edges import head_limited_protocol
 
     app, settings = mock_app(max_header_bytes=4096)
     options = {**server_options(settings), "http": head_limited_protocol(4096, prefer="h11")}

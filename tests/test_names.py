@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.names import (
+from app.tenancy.names import (
     InvalidName,
     assert_safe_collection,
     collection_for,

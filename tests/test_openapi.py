@@ -9,17 +9,13 @@ from typing import Any
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from app.api.org import document_required_create_key
+from app.audit.service import AUDIT_CURSOR_FORMAT, Actor, RequestMeta
+from app.auth.schemas import PASSWORD_FORMAT
+from app.kit.fields import EMAIL_FORMAT
 from app.main import create_app
-from app.names import MAX_NAME_CHARS
-from app.schemas import (
-    AUDIT_CURSOR_FORMAT,
-    EMAIL_FORMAT,
-    NAME_FORMAT,
-    PASSWORD_FORMAT,
-    SLUG_CURSOR_FORMAT,
-)
-from app.services.audit import Actor, RequestMeta
+from app.organizations.router import document_required_create_key
+from app.organizations.schemas import NAME_FORMAT, SLUG_CURSOR_FORMAT
+from app.tenancy.names import MAX_NAME_CHARS
 from tests.support.apps import app_client, make_settings
 from tests.support.clients import bearer, create_and_login
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.processes import ROOT, ServiceProcess, nx_service_env, stop_process
 from tests.support.stores import start_nx

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 import app
-from app.config import Settings
-from app.db import (
+from app.kit.db import (
     EmbeddedStoreUnavailable,
     embedded_store_missing,
     free_port,
     require_embedded_store,
 )
+from app.kit.settings import Settings
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent

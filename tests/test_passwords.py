@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from app.security.passwords import BCRYPT_THREAD_NICENESS, PasswordHasher
+from app.auth.passwords import BCRYPT_THREAD_NICENESS, PasswordHasher
 
 
 async def test_hash_and_verify_at_the_configured_cost() -> None:

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from app.config import Settings
+from app.kit.settings import Settings
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
@@ -166,9 +166,9 @@ async def test_reconcilers_on_two_replicas_share_the_work(
     nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
     """Leases: two reconcilers racing over the same abandoned operations handle each once."""
-    from app.faults import FaultInjector
-    from app.services.context import OperationContext, Stores
-    from app.services.reconciler import Reconciler
+    from app.kit.faults import FaultInjector
+    from app.tenancy.context import OperationContext, Stores
+    from app.tenancy.reconciler import Reconciler
 
     db = nx_client[settings.mongodb_db]
     stores = Stores.over(db)
@@ -203,10 +203,10 @@ async def test_reconcilers_on_two_replicas_share_the_work(
 async def test_live_operation_is_left_alone_until_its_lease_ends(
     nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
-    from app.faults import FaultInjector
-    from app.repositories.base import epoch_ms
-    from app.services.context import OperationContext, Stores
-    from app.services.reconciler import Reconciler
+    from app.kit.faults import FaultInjector
+    from app.kit.store import epoch_ms
+    from app.tenancy.context import OperationContext, Stores
+    from app.tenancy.reconciler import Reconciler
 
     db = nx_client[settings.mongodb_db]
     stores = Stores.over(db)

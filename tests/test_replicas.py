@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo, free_port
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import PROCS_DB as DB

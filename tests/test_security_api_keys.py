@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
-from app.services.api_keys import KEY_PATTERN
+from app.api_keys.service import KEY_PATTERN
+from app.kit.db import EmbeddedMongo
 from tests.support.apps import custom_app, new_key
 from tests.support.clients import bearer, create_and_login, org_body
 from tests.support.processes import PROC_DB, ROOT, service_env, services
@@ -161,7 +161,7 @@ async def test_revoked_key_is_refused(pair: Pair) -> None:
     key = await new_key(app, "org:read")
     params = {"organization_name": "Acme"}
     assert (await http.get("/org/get", params=params, headers=key_header(key))).is_success
-    from app.services.audit import Actor, RequestMeta
+    from app.audit.service import Actor, RequestMeta
 
     svc = app.state.svc.api_keys
     assert await svc.revoke(key[:16], actor=Actor("cli"), meta=RequestMeta()) is not None

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
-from app.config import Settings
-from app.services.audit import clean
+from app.audit.service import clean
+from app.kit.settings import Settings
 from tests.support.apps import custom_app
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 

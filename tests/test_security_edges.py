@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
 from tests.support.apps import custom_app
 from tests.support.clients import bearer, create_and_login, org_body
 from tests.support.processes import services

@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from app.config import Settings
+from app.kit.settings import Settings
 from tests.support.clients import create_and_login, org_body
 from tests.support.consistency import assert_consistent
 
@@ -42,7 +42,7 @@ async def test_non_ascii_names_work_on_the_embedded_store(
     real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
     """nx-27017 refused non-ASCII collection names (MongoDB accepts them): that was a 500 with a
-    failed clean-up, then a 422. Its launcher (app/nxserver.py) now lifts that limit, so the
+    failed clean-up, then a 422. Its launcher (app/kit/nxserver.py) now lifts that limit, so the
     start-up probe finds Unicode names work and they behave as the contract says."""
     http, app = real_api
     assert not app.state.svc.stores.ascii_only_names

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
-from app.edges import client_ip
-from app.repositories.base import epoch_ms
+from app.kit.db import EmbeddedMongo
+from app.kit.edges import client_ip
+from app.kit.store import epoch_ms
 from tests.support.apps import custom_app
 from tests.support.clients import PASSWORD, create_and_login
 from tests.support.processes import PROC_DB, services

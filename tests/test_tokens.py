@@ -3,7 +3,7 @@
 `invalid_token`: the token fails verification (signature, algorithm, expiry, audience, issuer,
 claims, kid, garbage). `token_revoked`: a valid token that was revoked (password change, logout,
 logout-all, deleted organization). `not_authenticated`: no token at all. Each test names the one
-it expects, so it fails when the guard behind it in `app.security.tokens` is removed (checked by
+it expects, so it fails when the guard behind it in `app.auth.tokens` is removed (checked by
 removing each guard in turn); a test that accepted any of the three passed with signature
 verification switched off.
 """
@@ -20,8 +20,8 @@ import jwt
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from app.config import Settings
-from app.security.tokens import InvalidToken, TokenManager
+from app.auth.tokens import InvalidToken, TokenManager
+from app.kit.settings import Settings
 from tests.support.apps import app_client
 from tests.support.clients import TEST_SECRET, bearer, create_and_login
 

@@ -1,6 +1,6 @@
 """Unicode organization names: invisible characters and bidi controls (over the in-memory
 double), and non-ASCII tenant collections on the embedded store (nx-27017, through the
-launcher's patch in app/nxserver.py)."""
+launcher's patch in app/kit/nxserver.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from app.config import Settings
-from app.nxserver import patch
+from app.kit.nxserver import patch
+from app.kit.settings import Settings
 from tests.support.clients import bearer, create_and_login, org_body
 from tests.support.consistency import assert_consistent
 

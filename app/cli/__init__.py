@@ -1,7 +1,7 @@
 """The `orgsvc` command line: serve, reconcile, organizations and service API keys.
 
 Every command that touches the database builds the same process state as the HTTP service
-(`app.main.build_state`, over `MONGODB_URL`) and calls its services; nothing here speaks to a
+(`app.wiring.build_state`, over `MONGODB_URL`) and calls its services; nothing here speaks to a
 repository of its own.
 """
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import typer
 
+from app.api_keys.service import SCOPES
+from app.audit.service import CLI_META, Actor
 from app.cli.base import run
-from app.services.api_keys import SCOPES
-from app.services.audit import CLI_META, Actor
-from app.state import AppState
+from app.wiring import AppState
 
 api_key_cli = typer.Typer(
     help="Service API keys for other backend services: create, list, revoke.",

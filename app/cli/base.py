@@ -10,11 +10,10 @@ from typing import TypeVar
 import typer
 from pydantic import ValidationError
 
-from app.config import Settings, get_settings
-from app.db import make_client
-from app.main import build_state
-from app.metrics import Metrics
-from app.state import AppState
+from app.kit.db import make_client
+from app.kit.metrics import Metrics
+from app.kit.settings import Settings, get_settings
+from app.wiring import AppState, build_state
 
 T = TypeVar("T")
 

@@ -8,9 +8,9 @@ from typing import Any
 import typer
 
 from app.cli.base import run
-from app.errors import InvalidInput, NotFound
-from app.repositories.base import Doc
-from app.state import AppState
+from app.kit.errors import InvalidInput, NotFound
+from app.kit.store import Doc
+from app.wiring import AppState
 
 orgs_cli = typer.Typer(help="Look at organizations (read-only).", no_args_is_help=True)
 

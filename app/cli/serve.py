@@ -11,11 +11,11 @@ import typer
 import uvicorn
 
 from app.cli.base import cli, load_settings, run
-from app.config import Settings
-from app.db import embedded_store_missing
-from app.edges import head_limited_protocol
-from app.logs import configure_logging
-from app.state import AppState
+from app.kit.db import embedded_store_missing
+from app.kit.edges import head_limited_protocol
+from app.kit.logs import configure_logging
+from app.kit.settings import Settings
+from app.wiring import AppState
 
 
 @cli.command()

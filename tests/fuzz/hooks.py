@@ -4,12 +4,12 @@ Authenticated endpoints are fuzzed with real credentials: a bearer token for a f
 organization (made again whenever a fuzzed logout, password change or delete revokes the
 current one: schemathesis refetches on a 401), and the service API key for `/org/list`.
 
-The schema names each rule JSON Schema keywords cannot state with a `format` (see `app.schemas`);
-here each format gets a generator for that rule, so the positive-data checks hold the service to
-it. The length keywords beside a format are the schema's own: a generator also draws values
-just outside them (schemathesis drops those where it wants valid data, and asks the format for
-one value past each bound when it wants invalid data), and draws the bounds themselves, which a
-plain `text()` would almost never hit.
+The schema names each rule JSON Schema keywords cannot state with a `format` (see
+`app.organizations.schemas`); here each format gets a generator for that rule, so the
+positive-data checks hold the service to it. The length keywords beside a format are the schema's
+own: a generator also draws values just outside them (schemathesis drops those where it wants
+valid data, and asks the format for one value past each bound when it wants invalid data), and
+draws the bounds themselves, which a plain `text()` would almost never hit.
 """
 
 from __future__ import annotations
@@ -25,16 +25,12 @@ import schemathesis
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from app.names import MAX_NAME_CHARS, InvalidName, validate_name
-from app.schemas import (
-    AUDIT_CURSOR_FORMAT,
-    EMAIL_FORMAT,
-    NAME_FORMAT,
-    PASSWORD_FORMAT,
-    SLUG_CURSOR_FORMAT,
-    Email,
-)
-from app.security.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+from app.audit.service import AUDIT_CURSOR_FORMAT
+from app.auth.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+from app.auth.schemas import PASSWORD_FORMAT
+from app.kit.fields import EMAIL_FORMAT, Email
+from app.organizations.schemas import NAME_FORMAT, SLUG_CURSOR_FORMAT
+from app.tenancy.names import MAX_NAME_CHARS, InvalidName, validate_name
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("FUZZ_API_KEY", "")

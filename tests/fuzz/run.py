@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
 from tests.support.clients import TEST_SECRET
 from tests.support.processes import ROOT, ServiceProcess, stop_process
 from tests.support.stores import start_nx

@@ -10,9 +10,9 @@ import httpx
 from fastapi import FastAPI
 from mongomock_motor import AsyncMongoMockClient
 
-from app.config import Settings
+from app.audit.service import Actor, RequestMeta
+from app.kit.settings import Settings
 from app.main import create_app
-from app.services.audit import Actor, RequestMeta
 from tests.support.clients import TEST_SECRET
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from app.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo, free_port
 from tests.support.clients import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent.parent

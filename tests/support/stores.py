@@ -16,7 +16,7 @@ from typing import Any
 import pymongo
 from pymongo import AsyncMongoClient
 
-from app.db import EmbeddedMongo
+from app.kit.db import EmbeddedMongo
 from tests.support.processes import ROOT, stop_process
 
 

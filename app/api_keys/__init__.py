@@ -1,0 +1,1 @@
+"""Service API keys: service and repository."""

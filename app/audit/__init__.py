@@ -1,0 +1,1 @@
+"""The audit log: router, service and repository."""

@@ -1,0 +1,88 @@
+"""`GET /org/audit`: the caller's organization's audit log, newest first, in pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, WithJsonSchema
+
+from app.audit.service import AUDIT_CURSOR_FORMAT
+from app.deps import Audit, CurrentAdmin
+from app.kit.fields import UtcTime
+from app.kit.responses import errors
+from app.kit.store import Doc, as_utc
+
+router = APIRouter(prefix="/org", tags=["audit"])
+
+
+class AuditActor(BaseModel):
+    """Who acted: `admin` (id = admin_id), `api_key` (id = key id), `cli` or `anonymous`."""
+
+    type: str
+    id: str | None
+
+
+class AuditEntry(BaseModel):
+    """One audited action. Never holds a password, hash, token or API key."""
+
+    id: str
+    at: UtcTime
+    action: str
+    outcome: Literal["success", "failure"]
+    code: str | None
+    actor: AuditActor
+    organization_id: str | None
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """One page of entries; pass `next_cursor` back as `cursor` for the next (null: no more)."""
+
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+def to_entry(doc: Doc) -> AuditEntry:
+    at: datetime | str = doc["at"]
+    return AuditEntry(
+        id=doc["_id"],
+        at=as_utc(at),
+        action=doc["action"],
+        outcome=doc["outcome"],
+        code=doc.get("code"),
+        actor=AuditActor(type=doc["actor"]["type"], id=doc["actor"].get("id")),
+        organization_id=doc.get("organization_id"),
+        ip=doc.get("ip"),
+        request_id=doc.get("request_id"),
+        details=doc.get("details") or {},
+    )
+
+
+@router.get("/audit", response_model=AuditPage, responses=errors(401, 422, 503))
+async def audit_log(
+    caller: CurrentAdmin,
+    audit: Audit,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        # A query value is a string or absent, never null: the schema says just that.
+        WithJsonSchema({"type": "string", "maxLength": 200, "format": AUDIT_CURSOR_FORMAT}),
+        Query(
+            max_length=200,
+            description=(
+                "`next_cursor` of the previous page, passed back unchanged (empty: the first "
+                "page). It is the base64url (RFC 4648 §5; the service leaves out the `=` padding) "
+                "of `<at_ms>.<id>`: the last entry's time in epoch milliseconds (1 to 16 digits) "
+                "and its 24-hex-digit id; the page starts after that entry. Any other value is "
+                "a 422."
+            ),
+        ),
+    ] = None,
+) -> AuditPage:
+    """The caller's organization's audit entries, newest first (cursor pagination)."""
+    docs, next_cursor = await audit.page(caller.claims.organization_id, limit=limit, cursor=cursor)
+    return AuditPage(items=[to_entry(d) for d in docs], next_cursor=next_cursor)

@@ -1,0 +1,208 @@
+"""The audit log: every mutating action and every login, with who, where, and how it ended.
+
+Policy when an entry cannot be written: the action has already happened (or failed) in the
+database, so its answer stands; turning a done change into a 500 would make the caller retry a
+change that was made. The entry is not lost silently either: it is written to the error log as
+one structured `audit entry not written` line (the same fields, no secrets), and the
+`error_observers` hooks (metrics) are told. Entries never hold a password, hash, token or API key:
+`details` is filtered against a list of secret-looking keys before anything is stored or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from app.audit.repository import AuditRepository
+from app.kit.errors import AppError, InvalidInput
+from app.kit.store import Doc, StoreError, StoreUnavailable, epoch_ms, new_id, utcnow
+
+log = logging.getLogger("orgsvc.audit")
+
+SUCCESS, FAILURE = "success", "failure"
+# Never stored, whatever a caller puts in `details`.
+SECRET_KEYS = frozenset(
+    {"password", "password_hash", "hash", "token", "access_token", "key", "api_key", "secret"}
+)
+AUDIT_CURSOR_FORMAT = "audit-cursor"  # the OpenAPI format of `GET /org/audit`'s cursor
+_CURSOR = re.compile(r"^(\d{1,16})\.([0-9a-f]{24})$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    """Where a request came from: the client IP (after trusted proxies) and its request id."""
+
+    ip: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acted: an admin, a service API key, the operator's CLI, or nobody known."""
+
+    type: str  # "admin" | "api_key" | "cli" | "anonymous"
+    id: str | None = None
+
+    def as_doc(self) -> Doc:
+        return {"type": self.type, "id": self.id}
+
+
+ANONYMOUS = Actor("anonymous")
+CLI_META = RequestMeta()
+
+
+@dataclass(slots=True)
+class Draft:
+    """An entry being tracked; the action may fill in what it learns (e.g. the new org's id)."""
+
+    organization_id: str | None
+    details: Doc = field(default_factory=dict)
+
+
+def clean(details: Doc) -> Doc:
+    """`details` without anything that looks like a secret (recursively)."""
+    out: Doc = {}
+    for key, value in details.items():
+        if key.lower() in SECRET_KEYS:
+            continue
+        out[key] = clean(value) if isinstance(value, dict) else value
+    return out
+
+
+class AuditService:
+    """Writes audit entries and pages through them."""
+
+    def __init__(self, repo: AuditRepository, *, retention_days: float) -> None:
+        self.repo = repo
+        self.retention = timedelta(days=retention_days)
+        self.error_observers: list[Callable[[BaseException], None]] = []
+
+    async def record(
+        self,
+        action: str,
+        *,
+        actor: Actor,
+        meta: RequestMeta,
+        organization_id: str | None,
+        outcome: str = SUCCESS,
+        code: str | None = None,
+        details: Doc | None = None,
+        log_only: bool = False,
+    ) -> None:
+        """Write one entry; a database failure is logged (never raised): see the module doc."""
+        now = utcnow()
+        entry: Doc = {
+            "_id": new_id(),
+            "at": now,
+            "at_ms": epoch_ms(),
+            "action": action,
+            "outcome": outcome,
+            "code": code,
+            "actor": actor.as_doc(),
+            "organization_id": organization_id,
+            "ip": meta.ip,
+            "request_id": meta.request_id,
+            "details": clean(details or {}),
+            # An entry of no organization would otherwise live for ever: it gets its clock now.
+            "expires_at": None if organization_id else now + self.retention,
+        }
+        if log_only:
+            log.error("audit entry not written", extra={"audit": entry, "error": "skipped"})
+            return
+        try:
+            await self.repo.insert(entry)
+        except StoreError as exc:
+            self._write_failed("audit entry not written", exc, audit=entry)
+
+    @asynccontextmanager
+    async def track(
+        self,
+        action: str,
+        *,
+        actor: Actor,
+        meta: RequestMeta,
+        organization_id: str | None = None,
+        details: Doc | None = None,
+    ) -> AsyncIterator[Draft]:
+        """Record `action` when the block ends: success, or failure with the error's code."""
+        draft = Draft(organization_id=organization_id, details=dict(details or {}))
+        try:
+            yield draft
+        except AppError as exc:
+            await self.record(
+                action, actor=actor, meta=meta, organization_id=draft.organization_id,
+                outcome=FAILURE, code=exc.code, details=draft.details,
+            )  # fmt: skip
+            raise
+        except Exception as exc:
+            down = isinstance(exc, StoreUnavailable)
+            await self.record(
+                action, actor=actor, meta=meta, organization_id=draft.organization_id,
+                outcome=FAILURE, code="database_unavailable" if down else "internal_error",
+                details=draft.details,
+                log_only=down,  # the database just failed: do not wait for it a second time
+            )  # fmt: skip
+            raise
+        await self.record(
+            action, actor=actor, meta=meta, organization_id=draft.organization_id,
+            details=draft.details,
+        )  # fmt: skip
+
+    async def organization_deleted(self, organization_id: str) -> None:
+        """Keep a deleted organization's entries for the retention period, then let TTL go."""
+        expires_at = utcnow() + self.retention
+        try:
+            await self.repo.expire_organization(
+                organization_id,
+                expires_at=expires_at,
+                expires_ms=epoch_ms(self.retention.total_seconds()),
+            )
+        except StoreError as exc:
+            self._write_failed(
+                "audit retention not started for a deleted organization",
+                exc,
+                organization_id=organization_id,
+            )
+
+    def _write_failed(self, message: str, exc: StoreError, **fields: Any) -> None:
+        """A failed audit write is logged and counted, never raised (see the module docstring)."""
+        log.error(message, extra={**fields, "error": type(exc).__name__})
+        for observe in self.error_observers:
+            observe(exc)
+
+    async def page(
+        self, organization_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[Doc], str | None]:
+        """A page of the organization's entries, newest first, and the cursor of the next."""
+        before = decode_cursor(cursor) if cursor else None
+        docs = await self.repo.page(organization_id, limit=limit + 1, before=before)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        next_cursor = encode_cursor(docs[-1]["at_ms"], docs[-1]["_id"]) if more else None
+        return docs, next_cursor
+
+
+def encode_cursor(at_ms: int, entry_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{int(at_ms)}.{entry_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """(at_ms, id) from an opaque cursor; a 422 for anything this service did not make."""
+    try:
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    match = _CURSOR.match(raw)
+    if match is None:
+        raise InvalidInput(
+            [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
+        )
+    return int(match.group(1)), match.group(2)

@@ -1,0 +1,2 @@
+"""Login, tokens and signing keys, passwords, login rate limits and revocation; the admins
+collection."""

@@ -1,0 +1,73 @@
+"""The `admins` collection: login identities, with their bcrypt hash. Never returned to callers."""
+
+from __future__ import annotations
+
+from pymongo.errors import DuplicateKeyError
+
+from app.kit.store import Collection, Database, Doc
+
+
+class AdminRepository:
+    """Admins, unique by lower-cased email across all organizations."""
+
+    def __init__(self, db: Database) -> None:
+        self.col: Collection = db["admins"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("email_lower", unique=True)
+        await self.col.create_index("organization_id")
+
+    async def insert(self, doc: Doc) -> bool:
+        """False when the email is taken (unique index on the lower-cased email)."""
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def by_email(self, email: str) -> Doc | None:
+        return await self.col.find_one(
+            {"email_lower": email.lower()},
+            {"password_hash": 1, "organization_id": 1, "password_version": 1},
+        )
+
+    async def password_version(self, admin_id: str) -> int | None:
+        """How many times the password was changed (None: no such admin)."""
+        doc = await self.col.find_one({"_id": admin_id}, {"password_version": 1})
+        return None if doc is None else int(doc.get("password_version", 0))
+
+    async def set_password(self, admin_id: str, password_hash: str) -> None:
+        """A new password: the hash and its version change in one write."""
+        await self.col.update_one(
+            {"_id": admin_id},
+            {"$set": {"password_hash": password_hash}, "$inc": {"password_version": 1}},
+        )
+
+    async def rehash(self, admin_id: str, *, old_hash: str, new_hash: str) -> bool:
+        """Replace the hash of the same password (a new bcrypt cost), unless it changed meanwhile;
+        the password version stays, so logins racing with it are unaffected."""
+        res = await self.col.update_one(
+            {"_id": admin_id, "password_hash": old_hash}, {"$set": {"password_hash": new_hash}}
+        )
+        return res.modified_count == 1
+
+    async def email_in_use(self, email: str, *, other_than: str) -> bool:
+        doc = await self.col.find_one({"email_lower": email.lower()}, {"_id": 1})
+        return doc is not None and doc["_id"] != other_than
+
+    async def set_email(self, admin_id: str, email: str) -> bool:
+        """False when another admin has this email (unique index on the lower-cased email)."""
+        try:
+            await self.col.update_one(
+                {"_id": admin_id}, {"$set": {"email": email, "email_lower": email.lower()}}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def delete_of_org(self, org_id: str) -> None:
+        await self.col.delete_many({"organization_id": org_id})
+
+    async def delete_if_of(self, admin_id: str, *, org_id: str) -> None:
+        """Delete the admin only if it belongs to `org_id` (an undo must not touch others)."""
+        await self.col.delete_one({"_id": admin_id, "organization_id": org_id})

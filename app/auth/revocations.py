@@ -1,0 +1,42 @@
+"""The `revoked_tokens` collection: a denylist of token ids (jti) that lives as long as the tokens.
+
+A revoked token is rejected while its document exists; the document's `expires_at` is the
+token's own expiry, so the TTL index removes it once the token could not be used anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+from pymongo.errors import DuplicateKeyError
+
+from app.kit.store import Collection, Database, utcnow
+
+
+class RevocationRepository:
+    """Revoked jtis, keyed by the jti itself (one primary-key read per check)."""
+
+    def __init__(self, db: Database) -> None:
+        self.col: Collection = db["revoked_tokens"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("expires_at", expireAfterSeconds=0)
+
+    async def revoke(
+        self, jti: str, *, admin_id: str, organization_id: str, expires_at: datetime
+    ) -> None:
+        """Deny `jti` from now until `expires_at`; revoking twice is fine."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.col.insert_one(
+                {
+                    "_id": jti,
+                    "admin_id": admin_id,
+                    "organization_id": organization_id,
+                    "revoked_at": utcnow(),
+                    "expires_at": expires_at,
+                }
+            )
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await self.col.find_one({"_id": jti}, {"_id": 1}) is not None

@@ -1,0 +1,187 @@
+"""Login, logout and per-request authentication.
+
+A request costs one primary-key read of the organization record, which carries the admin's
+`token_version` (password change and logout-all bump it) and `denylist_until_ms`, the time until
+which a logged-out token of this organization may still be unexpired; only then is the jti
+denylist read as well. Login is rate-limited per email and per client IP before any
+password is checked, and every login, good or bad, goes to the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from app.audit.service import ANONYMOUS, FAILURE, Actor, AuditService, RequestMeta
+from app.auth.passwords import PasswordHasher
+from app.auth.rate_limit import LoginLimiter, RateLimited
+from app.auth.schemas import LoginRequest, TokenResponse
+from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
+from app.kit.errors import InvalidCredentials, Unauthorized
+from app.kit.store import Doc, epoch_ms
+from app.tenancy.context import Stores
+
+NO_META = RequestMeta()
+REVOCATION_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated admin and the organization record read while checking the token."""
+
+    claims: TokenClaims
+    organization: Doc
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("admin", self.claims.admin_id)
+
+
+class AuthService:
+    """Checks passwords and tokens."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        hasher: PasswordHasher,
+        tokens: TokenManager,
+        *,
+        limiter: LoginLimiter | None = None,
+        audit: AuditService | None = None,
+    ) -> None:
+        self.stores = stores
+        self.hasher = hasher
+        self.tokens = tokens
+        self.limiter = limiter
+        self.audit = audit
+
+    async def _audit(
+        self,
+        action: str,
+        *,
+        actor: Actor,
+        meta: RequestMeta,
+        organization_id: str | None,
+        code: str | None = None,
+    ) -> None:
+        if self.audit is not None:
+            outcome = FAILURE if code else "success"
+            await self.audit.record(
+                action, actor=actor, meta=meta, organization_id=organization_id,
+                outcome=outcome, code=code,
+            )  # fmt: skip
+
+    async def login(self, body: LoginRequest, meta: RequestMeta = NO_META) -> TokenResponse:
+        """A token for valid credentials; the same 401, in the same time, for any wrong pair."""
+        reservation = None
+        if self.limiter is not None:
+            try:
+                # Before bcrypt: a slot of this email and of this IP, or a cheap 429.
+                reservation = await self.limiter.reserve(body.email, meta.ip)
+            except RateLimited:
+                await self._audit(
+                    "admin.login", actor=ANONYMOUS, meta=meta, organization_id=None,
+                    code="rate_limited",
+                )  # fmt: skip
+                raise
+        admin = await self.stores.admins.by_email(body.email)
+        ok = await self.hasher.verify(body.password, admin["password_hash"] if admin else None)
+        org = None
+        if ok and admin is not None:
+            org = await self.stores.orgs.get_active(admin["organization_id"])
+            # A password change writes the new hash (with a new password version) before it
+            # revokes older tokens. Read after the organization: if the version verified above
+            # is no longer current, the revocation may already be in `org`, and a token carrying
+            # it would outlive the change: this login raced a change, and issues nothing.
+            current = await self.stores.admins.password_version(admin["_id"])
+            if current != int(admin.get("password_version", 0)):
+                org = None
+        if admin is None or org is None or org["admin"]["admin_id"] != admin["_id"]:
+            # The same writes for an unknown email and a wrong password: same time, same body.
+            # The reserved slots stay taken: they are this failure's record.
+            await self._audit(
+                "admin.login",
+                actor=Actor("admin", admin["_id"]) if admin else ANONYMOUS,
+                meta=meta,
+                organization_id=admin["organization_id"] if admin else None,
+                code=InvalidCredentials.code,
+            )
+            raise InvalidCredentials()
+        if self.limiter is not None and reservation is not None:
+            await self.limiter.succeeded(reservation)
+        if self.hasher.needs_rehash(admin["password_hash"]):
+            # BCRYPT_ROUNDS changed since this hash was made: upgrade it now that we know the
+            # password, so its login costs what an unknown email's does.
+            new_hash = await self.hasher.hash(body.password)
+            await self.stores.admins.rehash(
+                admin["_id"], old_hash=admin["password_hash"], new_hash=new_hash
+            )
+        token, claims = self.tokens.issue(
+            admin_id=admin["_id"],
+            organization_id=org["_id"],
+            version=int(org["admin"].get("token_version", 0)),
+        )
+        await self._audit(
+            "admin.login", actor=Actor("admin", admin["_id"]), meta=meta, organization_id=org["_id"]
+        )
+        return TokenResponse(
+            access_token=token,
+            expires_in=claims.expires_at - claims.issued_at,
+            admin_id=claims.admin_id,
+            organization_id=claims.organization_id,
+        )
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal behind a bearer token, checked against the database on every request."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidToken:
+            raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
+        org = await self.stores.orgs.get_active(claims.organization_id)
+        if (
+            org is None
+            or org["admin"]["admin_id"] != claims.admin_id
+            or int(org["admin"].get("token_version", 0)) != claims.version
+            # The denylist is read only while the record says an entry may exist: most
+            # organizations never log a token out, and their requests cost one read.
+            or (
+                epoch_ms() < int(org["admin"].get("denylist_until_ms", 0))
+                and await self.stores.revocations.is_revoked(claims.jti)
+            )
+        ):
+            raise Unauthorized("Token has been revoked.", code="token_revoked")
+        return Principal(claims=claims, organization=org)
+
+    async def logout(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
+        """Revoke the presented token on every replica, until it would have expired anyway."""
+        claims = principal.claims
+        # First tell the organization record that a denylist entry may exist until then (so
+        # authentication knows to look), then write the entry: a crash in between only makes
+        # requests look at the denylist for nothing, never miss an entry.
+        await self.stores.orgs.mark_denylist(
+            claims.organization_id, until_ms=(claims.expires_at + REVOCATION_GRACE_SECONDS) * 1000
+        )
+        await self.stores.revocations.revoke(
+            claims.jti,
+            admin_id=claims.admin_id,
+            organization_id=claims.organization_id,
+            # Kept a little past `exp`: verification allows a few seconds of clock leeway.
+            expires_at=datetime.fromtimestamp(claims.expires_at + REVOCATION_GRACE_SECONDS, UTC),
+        )
+        await self._audit(
+            "admin.logout", actor=principal.actor, meta=meta,
+            organization_id=claims.organization_id,
+        )  # fmt: skip
+
+    async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
+        """Revoke every token of this admin (a new token version, as a password change does)."""
+        claims = principal.claims
+        bumped = await self.stores.orgs.bump_token_version(
+            claims.organization_id, admin_id=claims.admin_id
+        )
+        if bumped is None:
+            raise Unauthorized("Token has been revoked.", code="token_revoked")
+        await self._audit(
+            "admin.logout_all", actor=principal.actor, meta=meta,
+            organization_id=claims.organization_id,
+        )  # fmt: skip

@@ -1,0 +1,132 @@
+"""JWT issue and verify with PyJWT: the algorithm pinned per `kid`, `iss` and `aud` checked, claims
+required. Keys, rotation and the optional asymmetric algorithms live in `app.auth.keys`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from app.auth.keys import KeyRing
+
+REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
+
+
+class InvalidToken(Exception):
+    """The token is malformed, tampered, expired, or not meant for us."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified token says about its bearer."""
+
+    admin_id: str
+    organization_id: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    version: int
+
+
+class TokenManager:
+    """Issues and verifies the service's access tokens."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        expires_minutes: int,
+        secret: str | None = None,
+        keys: KeyRing | None = None,
+    ) -> None:
+        if keys is None:
+            if secret is None:
+                raise ValueError("give a secret or a key ring")
+            keys = KeyRing.hmac(secret)
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.lifetime_seconds = expires_minutes * 60
+
+    def issue(
+        self, *, admin_id: str, organization_id: str, version: int
+    ) -> tuple[str, TokenClaims]:
+        """A signed token for this admin, and its claims."""
+        now = int(time.time())
+        claims = TokenClaims(
+            admin_id=admin_id,
+            organization_id=organization_id,
+            jti=uuid.uuid4().hex,
+            issued_at=now,
+            expires_at=now + self.lifetime_seconds,
+            version=version,
+        )
+        payload: dict[str, Any] = {
+            "sub": admin_id,
+            "admin_id": admin_id,
+            "organization_id": organization_id,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "ver": version,
+        }
+        signing = self.keys.signing
+        token = jwt.encode(
+            payload, signing.key, algorithm=signing.algorithm, headers={"kid": signing.kid}
+        )
+        return token, claims
+
+    def verify(self, token: str) -> TokenClaims:
+        """The claims of a valid token; InvalidToken for anything else."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("malformed kid")
+        key = self.keys.for_kid(kid)
+        if key is None:
+            raise InvalidToken("unknown kid")
+        try:
+            payload = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from exc
+        try:
+            if payload["sub"] != payload["admin_id"]:
+                raise InvalidToken("sub does not match admin_id")
+            return TokenClaims(
+                admin_id=_text(payload["admin_id"]),
+                organization_id=_text(payload["organization_id"]),
+                jti=_text(payload["jti"]),
+                issued_at=int(payload["iat"]),
+                expires_at=int(payload["exp"]),
+                version=_integer(payload["ver"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidToken("malformed claims") from exc
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise ValueError("claim must be a short string")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("claim must be an integer")
+    return value

@@ -1,0 +1,79 @@
+"""Documented error responses for OpenAPI: every status a route really answers, with its codes.
+
+The fuzz run (`tests/fuzz`) holds the service to these: an undocumented status, a missing
+`WWW-Authenticate` on a 401 or `Retry-After` on a 429, or a body off the `{detail, code}` model
+fails it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.kit.errors import ErrorBody
+
+Responses = dict[int | str, dict[str, Any]]
+
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "Always `Bearer` (also when an `X-API-Key` was refused).",
+        "required": True,
+        "schema": {"type": "string", "enum": ["Bearer"]},
+    }
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until a login for this email and client IP is counted again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+_DEFAULTS = {
+    400: "`bad_request`: the body is not UTF-8.",
+    401: (
+        "`not_authenticated` (no credentials), `invalid_token` (malformed, tampered, expired, or "
+        "not ours), `token_revoked` (logout, logout-all, password change, deleted organization)."
+    ),
+    403: "`forbidden`: not the caller's organization.",
+    404: "`not_found`: no active organization with this name.",
+    409: "`organization_exists`, `email_taken` or `operation_in_progress`.",
+    413: "`payload_too_large`: the body is larger than MAX_BODY_BYTES.",
+    422: "`validation_error`: invalid input; `detail` lists the problems (never echoing input).",
+    429: "`rate_limited`: too many failed logins for this email or client IP.",
+    503: "`database_unavailable`: the database did not answer within MONGODB_TIMEOUT_MS.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER}
+INTERRUPTED = (
+    " Or `operation_interrupted`, with `Retry-After`: the replica handling this change stalled "
+    "past its lease and another one took it over and decides its outcome; retry."
+)
+RETRY_AFTER_IF_INTERRUPTED = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (with `operation_interrupted` only).",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def errors(*statuses: int, interruptible: bool = False, **descriptions: str) -> Responses:
+    """OpenAPI `responses` entries with the `{detail, code}` model for each status; a keyword
+    `s401="..."` replaces that status's default description (which names its codes);
+    `interruptible` for the multi-step changes that can answer 503 `operation_interrupted`."""
+    out: Responses = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": descriptions.get(f"s{status}", _DEFAULTS[status]),
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        if status == 503 and interruptible:
+            entry["description"] += INTERRUPTED
+            entry["headers"] = RETRY_AFTER_IF_INTERRUPTED
+        out[status] = entry
+    return out
+
+
+# Every route that reads a JSON body can answer these two before validation.
+BODY_ERRORS: Responses = errors(400, 413)

@@ -1,0 +1,1 @@
+"""The organization: its router, service, repository and schemas."""

@@ -1,0 +1,123 @@
+"""The `organizations` collection: one record per organization, with its admin's public facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.kit.store import Collection, Database, Doc, utcnow
+
+ACTIVE = "active"
+CREATING = "creating"
+DELETING = "deleting"
+
+
+class OrganizationRepository:
+    """Reads and conditional writes of organization records."""
+
+    def __init__(self, db: Database) -> None:
+        self.col: Collection = db["organizations"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("slug", unique=True)
+        await self.col.create_index("collection_name", unique=True)
+        await self.col.create_index("pending_op")
+        await self.col.create_index("status")  # the organizations gauge counts on every scrape
+
+    async def insert(self, doc: Doc) -> bool:
+        """False when another record has this slug or collection (unique indexes)."""
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, org_id: str) -> Doc | None:
+        return await self.col.find_one({"_id": org_id})
+
+    async def get_active(self, org_id: str) -> Doc | None:
+        return await self.col.find_one({"_id": org_id, "status": ACTIVE})
+
+    async def get_active_by_slug(self, slug: str) -> Doc | None:
+        return await self.col.find_one({"slug": slug, "status": ACTIVE})
+
+    async def activate(self, org_id: str, *, op_id: str) -> bool:
+        res = await self.col.update_one(
+            {"_id": org_id, "pending_op": op_id, "status": CREATING},
+            {"$set": {"status": ACTIVE, "pending_op": None}},
+        )
+        return res.modified_count == 1
+
+    async def lock(self, org_id: str, *, op_id: str, status: str = ACTIVE) -> Doc | None:
+        """Mark the active organization as busy with `op_id`; None when missing or busy."""
+        return await self.col.find_one_and_update(
+            {"_id": org_id, "status": ACTIVE, "pending_op": None},
+            {"$set": {"pending_op": op_id, "status": status}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def unlock(self, org_id: str, *, op_id: str) -> None:
+        """Undo `lock` by `op_id` (a rename or delete that did not reach its commit point)."""
+        await self.col.update_one(
+            {"_id": org_id, "pending_op": op_id, "status": {"$in": [ACTIVE, DELETING]}},
+            {"$set": {"pending_op": None, "status": ACTIVE}},
+        )
+
+    async def other_uses_collection(self, collection: str, *, org_id: str) -> bool:
+        """True when a record other than `org_id`'s names `collection` (unique index)."""
+        doc = await self.col.find_one({"collection_name": collection}, {"_id": 1})
+        return doc is not None and doc["_id"] != org_id
+
+    async def finish_rename(
+        self, org_id: str, *, op_id: str, name: str, slug: str, collection: str
+    ) -> bool:
+        res = await self.col.update_one(
+            {"_id": org_id, "pending_op": op_id},
+            {
+                "$set": {
+                    "organization_name": name,
+                    "slug": slug,
+                    "collection_name": collection,
+                    "pending_op": None,
+                    "updated_at": utcnow(),
+                }
+            },
+        )
+        return res.modified_count == 1
+
+    async def set_fields(self, org_id: str, fields: dict[str, Any]) -> Doc | None:
+        fields = {**fields, "updated_at": utcnow()}
+        return await self.col.find_one_and_update(
+            {"_id": org_id, "status": ACTIVE},
+            {"$set": fields},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def set_admin_email(self, org_id: str, email: str) -> Doc | None:
+        """Show the admin's new email on the record; the record, or None if not active."""
+        return await self.set_fields(org_id, {"admin.email": email})
+
+    async def bump_token_version(self, org_id: str, *, admin_id: str) -> Doc | None:
+        return await self.col.find_one_and_update(
+            {"_id": org_id, "admin.admin_id": admin_id},
+            {"$inc": {"admin.token_version": 1}, "$set": {"updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def mark_denylist(self, org_id: str, *, until_ms: int) -> None:
+        """Record that a revoked token of this organization may be unexpired until `until_ms`."""
+        await self.col.update_one({"_id": org_id}, {"$max": {"admin.denylist_until_ms": until_ms}})
+
+    async def delete(self, org_id: str, *, op_id: str) -> None:
+        await self.col.delete_one({"_id": org_id, "pending_op": op_id})
+
+    async def count_active(self) -> int:
+        return await self.col.count_documents({"status": ACTIVE})
+
+    async def list_active(self, *, limit: int, after: str | None = None) -> list[Doc]:
+        query: Doc = {"status": ACTIVE}
+        if after is not None:
+            query["slug"] = {"$gt": after}
+        return await self.col.find(query).sort("slug", 1).limit(limit).to_list(length=limit)

@@ -1,0 +1,298 @@
+"""`/org/*`: create, read, update (rename), delete and list organizations.
+
+Every mutating call is audited (`app.audit.service`): success, or failure with its code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
+from pydantic import BaseModel, WithJsonSchema
+
+from app.api_keys.service import KeyPrincipal
+from app.audit.service import ANONYMOUS
+from app.deps import (
+    Audit,
+    Caller,
+    CurrentAdmin,
+    Meta,
+    OptionalKey,
+    OrgService,
+    State,
+    require_scope,
+)
+from app.kit.errors import InvalidInput, Unauthorized
+from app.kit.responses import BODY_ERRORS, errors
+from app.kit.store import Doc, as_utc
+from app.organizations.schemas import (
+    NAME_DESCRIPTION,
+    NAME_FORMAT,
+    SLUG_CURSOR_FORMAT,
+    AdminRead,
+    OrganizationCreate,
+    OrganizationRead,
+    OrganizationUpdate,
+)
+from app.tenancy.names import MAX_NAME_CHARS
+
+router = APIRouter(prefix="/org", tags=["organizations"])
+
+NameQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description=NAME_DESCRIPTION,
+        examples=["Acme Corp"],
+        json_schema_extra={"format": NAME_FORMAT},
+    ),
+]
+
+
+def to_read(doc: Doc) -> OrganizationRead:
+    """The contract's organization object from a stored record (no secrets in it)."""
+    return OrganizationRead(
+        organization_id=doc["_id"],
+        organization_name=doc["organization_name"],
+        slug=doc["slug"],
+        collection_name=doc["collection_name"],
+        admin=AdminRead(admin_id=doc["admin"]["admin_id"], email=doc["admin"]["email"]),
+        created_at=as_utc(doc["created_at"]),
+        updated_at=as_utc(doc["updated_at"]),
+    )
+
+
+async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
+    """Open sign-up, unless ORG_CREATE_REQUIRES_KEY: then an API key with org:create."""
+    if key is None and state.settings.org_create_requires_key:
+        raise Unauthorized("An API key with the org:create scope is required.")
+    if key is not None:
+        key.require("org:create")  # a key that is sent must be one allowed to create
+    return key
+
+
+@router.post(
+    "/create",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrganizationRead,
+    responses={
+        **errors(
+            401,
+            403,
+            409,
+            422,
+            503,
+            s401=(
+                "`invalid_api_key`: the `X-API-Key` sent is unknown or revoked; "
+                "`not_authenticated`: no key while ORG_CREATE_REQUIRES_KEY is set."
+            ),
+            s403="`insufficient_scope`: the `X-API-Key` sent lacks the `org:create` scope.",
+            s409="`organization_exists` (same slug) or `email_taken`.",
+            interruptible=True,
+        ),
+        **BODY_ERRORS,
+    },
+    # The key is optional (open sign-up) unless ORG_CREATE_REQUIRES_KEY: `{}` is "no credentials".
+    openapi_extra={"security": [{}]},
+)
+async def create_organization(
+    body: OrganizationCreate,
+    orgs: OrgService,
+    audit: Audit,
+    meta: Meta,
+    key: Annotated[KeyPrincipal | None, Depends(create_gate)],
+) -> OrganizationRead:
+    """Create an organization, its admin and its tenant collection.
+
+    Open to anyone unless ORG_CREATE_REQUIRES_KEY is set; then it needs `X-API-Key` with the
+    `org:create` scope (401 without a key, 403 without the scope)."""
+    actor = key.actor if key else ANONYMOUS
+    details = {"organization_name": body.organization_name}
+    async with audit.track("org.create", actor=actor, meta=meta, details=details) as entry:
+        org = await orgs.create(body)
+        entry.organization_id = org["_id"]
+    return to_read(org)
+
+
+def document_required_create_key(app: FastAPI) -> None:
+    """For ORG_CREATE_REQUIRES_KEY: `POST /org/create` documents its `X-API-Key` as required
+    (the route itself declares it optional, which is the default)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # FastAPI builds it once and caches it; this edit is idempotent
+        operation = schema["paths"]["/org/create"]["post"]
+        operation["security"] = [
+            requirement for requirement in operation["security"] if requirement
+        ]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+@router.get(
+    "/get",
+    response_model=OrganizationRead,
+    responses=errors(
+        401,
+        403,
+        404,
+        422,
+        503,
+        s401=(
+            "`not_authenticated` (neither a bearer token nor an API key), `invalid_token`, "
+            "`token_revoked`, or `invalid_api_key` (the `X-API-Key` sent is unknown or revoked)."
+        ),
+        s403=(
+            "`forbidden`: another organization than the bearer's; `insufficient_scope`: the "
+            "`X-API-Key` lacks `org:read`."
+        ),
+    ),
+)
+async def get_organization(
+    organization_name: NameQuery, caller: Caller, orgs: OrgService
+) -> OrganizationRead:
+    """An organization by name (matched by slug): the caller's own with a bearer token, any
+    with an API key that has the `org:read` scope."""
+    if isinstance(caller, KeyPrincipal):
+        caller.require("org:read")
+        return to_read(await orgs.get_any(organization_name))
+    return to_read(await orgs.get_for(caller.organization, organization_name))
+
+
+class OrganizationPage(BaseModel):
+    """One page of organizations, by slug; pass `next_cursor` back as `cursor` for the next."""
+
+    items: list[OrganizationRead]
+    next_cursor: str | None
+
+
+@router.get(
+    "/list",
+    response_model=OrganizationPage,
+    responses=errors(
+        401,
+        403,
+        422,
+        503,
+        s401="`not_authenticated` (no `X-API-Key`) or `invalid_api_key` (unknown or revoked).",
+        s403="`insufficient_scope`: the key lacks `org:list`.",
+    ),
+)
+async def list_organizations(
+    orgs: OrgService,
+    _key: Annotated[KeyPrincipal, Depends(require_scope("org:list"))],
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        # A query value is a string or absent, never null: the schema says just that.
+        WithJsonSchema(
+            {"type": "string", "minLength": 2, "maxLength": 400, "format": SLUG_CURSOR_FORMAT}
+        ),
+        Query(
+            min_length=2,
+            max_length=400,
+            description=(
+                "`next_cursor` of the previous page, passed back unchanged: the base64url "
+                "(RFC 4648 §5, `=` padding optional) of the UTF-8 slug of that page's last "
+                "organization; the page starts after that slug. Anything that does not decode "
+                "to a non-empty UTF-8 string is a 422."
+            ),
+        ),
+    ] = None,
+) -> OrganizationPage:
+    """Every active organization, by slug, in pages (API key with the `org:list` scope)."""
+    docs, last = await orgs.list_page(limit=limit, after=_decode_slug_cursor(cursor))
+    return OrganizationPage(
+        items=[to_read(d) for d in docs],
+        next_cursor=base64.urlsafe_b64encode(last.encode()).decode().rstrip("=") if last else None,
+    )
+
+
+def _decode_slug_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
+        slug = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
+        if slug:
+            return slug
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise InvalidInput(
+        [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
+    )
+
+
+@router.put(
+    "/update",
+    response_model=OrganizationRead,
+    responses={
+        **errors(
+            401,
+            404,
+            409,
+            422,
+            503,
+            s404="`not_found`: the organization was deleted meanwhile.",
+            s409="`organization_exists`, `email_taken`, or `operation_in_progress`.",
+            interruptible=True,
+        ),
+        **BODY_ERRORS,
+    },
+)
+async def update_organization(
+    body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta
+) -> OrganizationRead:
+    """Rename the caller's organization and/or change its admin's email or password."""
+    before = caller.organization
+    renaming = orgs.renames(before, body)
+    # Field names only, never values: a new password must not reach the log.
+    details: dict[str, object] = {"fields": sorted(body.model_dump(exclude_none=True))}
+    if renaming:
+        details.update({"from": before["organization_name"], "to": body.organization_name})
+    async with audit.track(
+        "org.rename" if renaming else "org.update",
+        actor=caller.actor,
+        meta=meta,
+        organization_id=before["_id"],
+        details=details,
+    ):
+        org = await orgs.update(before, body)
+    return to_read(org)
+
+
+@router.delete(
+    "/delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        s409="`operation_in_progress`: a rename or delete of this organization is under way.",
+        interruptible=True,
+    ),
+)
+async def delete_organization(
+    organization_name: NameQuery, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta
+) -> Response:
+    """Delete the caller's organization, its tenant collection and its admins."""
+    org_id = caller.organization["_id"]
+    async with audit.track(
+        "org.delete",
+        actor=caller.actor,
+        meta=meta,
+        organization_id=org_id,
+        details={"organization_name": caller.organization["organization_name"]},
+    ):
+        await orgs.delete(caller.organization, organization_name)
+    # Its entries (this one too) are kept for AUDIT_RETENTION_DAYS, then removed by TTL.
+    await audit.organization_deleted(org_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

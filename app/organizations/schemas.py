@@ -1,0 +1,90 @@
+"""Request and response models of organizations: validation at the edge, Unicode included."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from app.auth.schemas import Password
+from app.kit.fields import Email, StrictModel, UtcTime, no_null
+from app.tenancy.names import MAX_NAME_CHARS
+
+NAME_FORMAT = "organization-name"
+SLUG_CURSOR_FORMAT = "slug-cursor"  # `GET /org/list`
+NAME_DESCRIPTION = (
+    f"1 to {MAX_NAME_CHARS} characters with at least one letter or digit, no NUL and no "
+    "bidirectional control character. Matched by its slug (invisible default-ignorable "
+    "characters dropped, NFKC, casefolded, every run of non-letters/digits to `_`, trimmed), "
+    "which must fit a MongoDB namespace as `org_<slug>`. Otherwise 422."
+)
+
+OrganizationName = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=MAX_NAME_CHARS),
+    AfterValidator(no_null),
+    Field(
+        examples=["Acme Corp"],
+        description=NAME_DESCRIPTION,
+        json_schema_extra={"format": NAME_FORMAT},
+    ),
+]
+
+
+class OrganizationCreate(StrictModel):
+    """Body of `POST /org/create`."""
+
+    organization_name: OrganizationName
+    email: Email
+    password: Password
+
+
+_UPDATE_FIELDS = ("organization_name", "email", "password")
+
+
+class OrganizationUpdate(StrictModel):
+    """Body of `PUT /org/update`: new values for the caller's organization, at least one
+    (a null is the same as leaving the field out)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in _UPDATE_FIELDS
+            ]
+        }
+    )
+
+    organization_name: OrganizationName | None = None
+    email: Email | None = None
+    password: Password | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> OrganizationUpdate:
+        if self.organization_name is None and self.email is None and self.password is None:
+            raise ValueError("give at least one of organization_name, email, password")
+        return self
+
+
+class AdminRead(BaseModel):
+    admin_id: str
+    email: str
+
+
+class OrganizationRead(BaseModel):
+    """The organization object of the contract."""
+
+    organization_id: str
+    organization_name: str
+    slug: str
+    collection_name: str
+    admin: AdminRead
+    created_at: UtcTime
+    updated_at: UtcTime

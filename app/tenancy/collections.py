@@ -1,0 +1,85 @@
+"""DDL on tenant collections: create, rename, drop. Every call is idempotent.
+
+Collection names reaching this module were built by `app.tenancy.names` from a stored slug, and are
+checked once more here: request text never chooses a collection.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pymongo.errors import CollectionInvalid, OperationFailure
+
+from app.kit.store import Database
+from app.tenancy.names import assert_safe_collection
+
+NAMESPACE_EXISTS = 48
+
+
+class TenantCollections:
+    """The per-organization `org_<slug>` collections."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def exists(self, name: str) -> bool:
+        assert_safe_collection(name)
+        # MongoDB applies the filter server-side; nx-27017 ignores it, so check membership too.
+        return name in await self.db.list_collection_names(filter={"name": name})
+
+    async def create(self, name: str) -> bool:
+        """Create the collection; False (and left as it is) when it already exists."""
+        assert_safe_collection(name)
+        try:
+            await self.db.create_collection(name)
+        except CollectionInvalid:
+            return False  # already there
+        except OperationFailure as exc:
+            if exc.code != NAMESPACE_EXISTS:
+                raise
+            return False
+        return True
+
+    async def estimated_count(self, name: str) -> int:
+        assert_safe_collection(name)
+        return await self.db[name].estimated_document_count()
+
+    async def accepts_unicode_names(self) -> bool:
+        """Whether this store can name a collection with non-ASCII letters (MongoDB can;
+        a store that cannot gets a clear 422 for such names instead of a failed create)."""
+        probe = f"_probe_\u00e9_{uuid.uuid4().hex[:8]}"  # a name nobody else uses
+        try:
+            await self.db.create_collection(probe)
+        except OperationFailure:
+            return False
+        await self.db.drop_collection(probe)
+        return True
+
+    async def is_empty(self, name: str) -> bool:
+        assert_safe_collection(name)
+        return await self.db[name].find_one({}, {"_id": 1}) is None
+
+    async def rename(self, old: str, new: str) -> None:
+        """renameCollection old -> new (metadata only); a no-op when it has already happened."""
+        assert_safe_collection(old)
+        assert_safe_collection(new)
+        # Look before renaming: a retried step must not touch a source that is already gone.
+        if await self._settle(old, new):
+            return
+        try:
+            await self.db[old].rename(new)
+        except OperationFailure:
+            if not await self._settle(old, new):  # someone else finished it meanwhile?
+                raise
+
+    async def _settle(self, old: str, new: str) -> bool:
+        """True when nothing is left to rename (and an absent tenant collection is made)."""
+        if await self.exists(old):
+            return False
+        if not await self.exists(new):
+            await self.create(new)  # the tenant never had a collection: give it an empty one
+        return True
+
+    async def drop(self, name: str) -> None:
+        assert_safe_collection(name)
+        await self.db.drop_collection(name)

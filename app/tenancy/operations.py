@@ -1,0 +1,85 @@
+"""The `operations` collection: the recorded intent of every multi-step change.
+
+A request writes its intent here, with a lease and a fencing token (`fence`), before its first
+side effect, and deletes it after its last. Whatever is left with an expired lease belongs to a
+process that died or stalled; the reconciler takes it over with `find_one_and_update`, which
+increments `fence`. From then on every renewal or commit of the previous holder, being
+conditional on the fence it knew, fails: a process that lost its lease cannot act through it.
+
+`state` is `started` until the operation's commit point (`committed`): the reconciler undoes a
+started operation and rolls a committed one forward.
+"""
+
+from __future__ import annotations
+
+from pymongo import ReturnDocument
+
+from app.kit.store import Collection, Database, Doc, epoch_ms, utcnow
+
+STARTED, COMMITTED = "started", "committed"
+
+
+class OperationRepository:
+    """Intent records with leases and fencing tokens."""
+
+    def __init__(self, db: Database) -> None:
+        self.col: Collection = db["operations"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("lease_until")
+        await self.col.create_index("organization_id")
+
+    async def start(self, doc: Doc, *, owner: str, lease_seconds: float) -> int:
+        """Record the intent; returns its first fencing token."""
+        await self.col.insert_one(
+            {
+                **doc,
+                "owner": owner,
+                "fence": 1,
+                "state": STARTED,
+                "created_at": utcnow(),
+                "lease_until": epoch_ms(lease_seconds),
+            }
+        )
+        return 1
+
+    async def renew(self, op_id: str, *, fence: int, lease_seconds: float) -> bool:
+        """Extend the lease; False when the fence moved on (someone took the operation over)."""
+        res = await self.col.update_one(
+            {"_id": op_id, "fence": fence}, {"$set": {"lease_until": epoch_ms(lease_seconds)}}
+        )
+        return res.matched_count == 1
+
+    async def commit(self, op_id: str, *, fence: int, lease_seconds: float) -> bool:
+        """Pass the commit point (from here on the operation is rolled forward, never undone);
+        False when the fence moved on."""
+        res = await self.col.update_one(
+            {"_id": op_id, "fence": fence},
+            {"$set": {"state": COMMITTED, "lease_until": epoch_ms(lease_seconds)}},
+        )
+        return res.matched_count == 1
+
+    async def finish(self, op_id: str, *, fence: int | None = None) -> bool:
+        """Delete the intent (only while `fence` still holds, when given)."""
+        query: Doc = {"_id": op_id} if fence is None else {"_id": op_id, "fence": fence}
+        res = await self.col.delete_one(query)
+        return res.deleted_count == 1
+
+    async def exists(self, op_id: str) -> bool:
+        return await self.col.find_one({"_id": op_id}, {"_id": 1}) is not None
+
+    async def expired(self, *, limit: int = 100) -> list[Doc]:
+        cursor = self.col.find({"lease_until": {"$lt": epoch_ms()}}).sort("lease_until", 1)
+        return await cursor.limit(limit).to_list(length=limit)
+
+    async def take_over(self, op_id: str, *, owner: str, lease_seconds: float) -> Doc | None:
+        """Claim an expired operation for this process, with a new fencing token; None when
+        someone else holds it."""
+        return await self.col.find_one_and_update(
+            {"_id": op_id, "lease_until": {"$lt": epoch_ms()}},
+            {
+                "$set": {"owner": owner, "lease_until": epoch_ms(lease_seconds)},
+                "$inc": {"fence": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
