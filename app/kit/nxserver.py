@@ -4,7 +4,7 @@
    leaves that object cached under the *old* name too: afterwards, `org_old` still reads, and a
    `drop` of it would drop, the renamed `org_new` table. Real MongoDB has no such cache. We move
    the cache entry with the rename so the embedded store behaves like MongoDB here
-   (`tests/test_real_store.py::test_old_name_is_really_empty_after_rename` pins it).
+   (`tests/organizations/test_real_store.py::test_old_name_is_really_empty_after_rename` pins it).
 
 2. Its SQLite layer (neosqlite 1.17, `neosqlite.sql_utils.quote_identifier`, which every table,
    index and trigger name passes through before it is spliced into SQL unquoted) allows only
@@ -18,7 +18,7 @@
    and `org_É` are two collections (as in MongoDB) but `org_é` and `ORG_é` are one (slugs are
    casefolded, so the service never makes both). Change streams on such a collection stay empty
    (neosqlite checks those names separately; the service does not watch tenant collections).
-   (`tests/test_unicode_names.py` pins it.)
+   (`tests/tenancy/test_unicode_names.py` pins it.)
 
 Both patches are idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
