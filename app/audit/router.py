@@ -11,6 +11,7 @@ from pydantic import BaseModel, WithJsonSchema
 from app.audit.service import AUDIT_CURSOR_FORMAT
 from app.deps import Audit, CurrentAdmin
 from app.kit.fields import UtcTime
+from app.kit.pagination import Page
 from app.kit.responses import errors
 from app.kit.store import Doc, as_utc
 
@@ -39,11 +40,8 @@ class AuditEntry(BaseModel):
     details: dict[str, Any]
 
 
-class AuditPage(BaseModel):
+class AuditPage(Page[AuditEntry]):
     """One page of entries; pass `next_cursor` back as `cursor` for the next (null: no more)."""
-
-    items: list[AuditEntry]
-    next_cursor: str | None
 
 
 def to_entry(doc: Doc) -> AuditEntry:

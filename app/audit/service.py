@@ -10,8 +10,6 @@ one structured `audit entry not written` line (the same fields, no secrets), and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from app.audit.repository import AuditRepository
-from app.kit.errors import AppError, InvalidInput
+from app.kit.errors import AppError
+from app.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
 from app.kit.store import Doc, StoreError, StoreUnavailable, epoch_ms, new_id, utcnow
 
 log = logging.getLogger("orgsvc.audit")
@@ -181,28 +180,21 @@ class AuditService:
         self, organization_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[Doc], str | None]:
         """A page of the organization's entries, newest first, and the cursor of the next."""
-        before = decode_cursor(cursor) if cursor else None
+        before = entry_position(cursor) if cursor else None
         docs = await self.repo.page(organization_id, limit=limit + 1, before=before)
         more = len(docs) > limit
         docs = docs[:limit]
-        next_cursor = encode_cursor(docs[-1]["at_ms"], docs[-1]["_id"]) if more else None
+        next_cursor = entry_cursor(docs[-1]["at_ms"], docs[-1]["_id"]) if more else None
         return docs, next_cursor
 
 
-def encode_cursor(at_ms: int, entry_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{int(at_ms)}.{entry_id}".encode()).rstrip(b"=").decode()
+def entry_cursor(at_ms: int, entry_id: str) -> str:
+    return encode_cursor(f"{int(at_ms)}.{entry_id}")
 
 
-def decode_cursor(cursor: str) -> tuple[int, str]:
+def entry_position(cursor: str) -> tuple[int, str]:
     """(at_ms, id) from an opaque cursor; a 422 for anything this service did not make."""
-    try:
-        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
-        raw = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    match = _CURSOR.match(raw)
+    match = _CURSOR.match(decode_cursor(cursor))
     if match is None:
-        raise InvalidInput(
-            [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
-        )
+        raise invalid_cursor()
     return int(match.group(1)), match.group(2)

@@ -5,12 +5,10 @@ Every mutating call is audited (`app.audit.service`): success, or failure with i
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
-from pydantic import BaseModel, WithJsonSchema
+from pydantic import WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.audit.service import ANONYMOUS
@@ -24,7 +22,8 @@ from app.deps import (
     State,
     require_scope,
 )
-from app.kit.errors import InvalidInput, Unauthorized
+from app.kit.errors import Unauthorized
+from app.kit.pagination import Page, decode_cursor, encode_cursor
 from app.kit.responses import BODY_ERRORS, errors
 from app.kit.store import Doc, as_utc
 from app.organizations.schemas import (
@@ -163,11 +162,8 @@ async def get_organization(
     return to_read(await orgs.get_for(caller.organization, organization_name))
 
 
-class OrganizationPage(BaseModel):
+class OrganizationPage(Page[OrganizationRead]):
     """One page of organizations, by slug; pass `next_cursor` back as `cursor` for the next."""
-
-    items: list[OrganizationRead]
-    next_cursor: str | None
 
 
 @router.get(
@@ -205,25 +201,10 @@ async def list_organizations(
     ] = None,
 ) -> OrganizationPage:
     """Every active organization, by slug, in pages (API key with the `org:list` scope)."""
-    docs, last = await orgs.list_page(limit=limit, after=_decode_slug_cursor(cursor))
+    after = decode_cursor(cursor) if cursor is not None else None
+    docs, last = await orgs.list_page(limit=limit, after=after)
     return OrganizationPage(
-        items=[to_read(d) for d in docs],
-        next_cursor=base64.urlsafe_b64encode(last.encode()).decode().rstrip("=") if last else None,
-    )
-
-
-def _decode_slug_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        padded = (cursor + "=" * (-len(cursor) % 4)).encode("ascii")
-        slug = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
-        if slug:
-            return slug
-    except (binascii.Error, UnicodeError, ValueError):
-        pass
-    raise InvalidInput(
-        [{"type": "value_error", "loc": ["query", "cursor"], "msg": "invalid cursor"}]
+        items=[to_read(d) for d in docs], next_cursor=encode_cursor(last) if last else None
     )
 
 
