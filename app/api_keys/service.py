@@ -50,6 +50,11 @@ class KeyPrincipal:
     def actor(self) -> Actor:
         return Actor("api_key", self.key_id)
 
+    @property
+    def organization(self) -> None:
+        """A service key acts for no one organization (its scopes say what it may do)."""
+        return None
+
     def require(self, scope: str) -> None:
         """403 `insufficient_scope` unless this key has `scope`."""
         if scope not in self.scopes:

@@ -36,6 +36,9 @@ class Principal:
     def actor(self) -> Actor:
         return Actor("admin", self.claims.admin_id)
 
+    def require(self, scope: str) -> None:
+        """An admin holds every organization-level scope, on its own organization only."""
+
 
 class AuthService:
     """Checks passwords and tokens."""

@@ -132,6 +132,14 @@ def document_required_create_key(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgService) -> Doc:
+    """Authorization of `GET /org/get`: `org:read` (every admin has it on its own organization;
+    a key needs the scope), then the organization as this caller may see it. The name is a
+    parameter here so that a bad name is a 422 before any 403, as before."""
+    caller.require("org:read")
+    return await orgs.get_visible(caller.organization, organization_name)
+
+
 @router.get(
     "/get",
     response_model=OrganizationRead,
@@ -151,15 +159,10 @@ def document_required_create_key(app: FastAPI) -> None:
         ),
     ),
 )
-async def get_organization(
-    organization_name: NameQuery, caller: Caller, orgs: OrgService
-) -> OrganizationRead:
+async def get_organization(organization: Annotated[Doc, Depends(readable)]) -> OrganizationRead:
     """An organization by name (matched by slug): the caller's own with a bearer token, any
     with an API key that has the `org:read` scope."""
-    if isinstance(caller, KeyPrincipal):
-        caller.require("org:read")
-        return to_read(await orgs.get_any(organization_name))
-    return to_read(await orgs.get_for(caller.organization, organization_name))
+    return to_read(organization)
 
 
 class OrganizationPage(Page[OrganizationRead]):

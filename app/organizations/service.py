@@ -152,6 +152,13 @@ class OrganizationService:
             raise NotFound()
         raise Forbidden()
 
+    async def get_visible(self, caller_org: Doc | None, name: str) -> Doc:
+        """`name` as a caller sees it: an admin its own organization (`caller_org`; 403 for
+        another), a service key (no organization of its own) any active one."""
+        if caller_org is None:
+            return await self.get_any(name)
+        return await self.get_for(caller_org, name)
+
     async def get_any(self, name: str) -> Doc:
         """Any active organization named `name` (for an API key with org:read), or 404."""
         org = await self.stores.orgs.get_active_by_slug(self.slug_of(name))
