@@ -18,6 +18,7 @@ from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter
 from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
+from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
@@ -41,6 +42,7 @@ class AppState:
     reconciler: Reconciler
     audit: AuditService
     api_keys: ApiKeyService
+    events: EventHook
 
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -52,10 +54,12 @@ def build_state(
     """Wire the stores and services of one process over `client` (the HTTP service and the
     CLI alike); `owner` names the process in the operations it holds."""
     stores = Stores.over(client[settings.mongodb_db])
+    events = EventHook()
     ctx = OperationContext(
         settings=settings,
         owner=f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         fault=FaultInjector(settings.fault_point_set),
+        events=events,
     )
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
     hasher.observers.append(metrics.hash_wait.observe)
@@ -71,7 +75,7 @@ def build_state(
     reconciler = Reconciler(stores, ctx)
     reconciler.observers.append(metrics.observe_reconcile)
     reconciler.error_observers.append(metrics.observe_db_error)
-    reconciler.deleted_observers.append(audit_log.organization_deleted)
+    events.subscribe(audit_log.on_event)  # the audit log is the first consumer of events
     return AppState(
         settings=settings,
         metrics=metrics,
@@ -79,15 +83,17 @@ def build_state(
         stores=stores,
         hasher=hasher,
         tokens=tokens,
-        orgs=OrganizationService(stores, ctx, hasher),
+        orgs=OrganizationService(stores, ctx, hasher, audit_log),
         auth=AuthService(
             stores,
             hasher,
             tokens,
             limiter=LoginLimiter(stores.login_attempts, settings),
             audit=audit_log,
+            events=events,
         ),
         reconciler=reconciler,
         audit=audit_log,
         api_keys=ApiKeyService(stores.api_keys, audit_log),
+        events=events,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.audit.repository import AuditRepository
 from app.kit.errors import AppError
+from app.kit.events import DomainEvent
 from app.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
 from app.kit.store import Doc, StoreError, StoreUnavailable, epoch_ms, new_id, utcnow
 
@@ -112,6 +113,10 @@ class AuditService:
             # An entry of no organization would otherwise live for ever: it gets its clock now.
             "expires_at": None if organization_id else now + self.retention,
         }
+        if organization_id is not None and action == "org.delete" and outcome == SUCCESS:
+            # Written after the deleted organization's entries got their clock: its own too.
+            entry["expires_at"] = now + self.retention
+            entry["expires_ms"] = epoch_ms(self.retention.total_seconds())
         if log_only:
             log.error("audit entry not written", extra={"audit": entry, "error": "skipped"})
             return
@@ -153,6 +158,12 @@ class AuditService:
             action, actor=actor, meta=meta, organization_id=draft.organization_id,
             details=draft.details,
         )  # fmt: skip
+
+    async def on_event(self, event: DomainEvent) -> None:
+        """The audit log's part in domain events: a deleted organization's entries start their
+        retention clock, whoever finished the delete (a request or the reconciler)."""
+        if event.type == "organization.deleted":
+            await self.organization_deleted(event.organization_id)
 
     async def organization_deleted(self, organization_id: str) -> None:
         """Keep a deleted organization's entries for the retention period, then let TTL go."""

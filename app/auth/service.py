@@ -18,6 +18,7 @@ from app.auth.rate_limit import LoginLimiter, RateLimited
 from app.auth.schemas import LoginRequest, TokenResponse
 from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
 from app.kit.errors import InvalidCredentials, Unauthorized
+from app.kit.events import DomainEvent, EventHook
 from app.kit.store import Doc, epoch_ms
 from app.tenancy.context import Stores
 
@@ -51,12 +52,14 @@ class AuthService:
         *,
         limiter: LoginLimiter | None = None,
         audit: AuditService | None = None,
+        events: EventHook | None = None,
     ) -> None:
         self.stores = stores
         self.hasher = hasher
         self.tokens = tokens
         self.limiter = limiter
         self.audit = audit
+        self.events = events or EventHook()
 
     async def _audit(
         self,
@@ -127,6 +130,9 @@ class AuthService:
         await self._audit(
             "admin.login", actor=Actor("admin", admin["_id"]), meta=meta, organization_id=org["_id"]
         )
+        await self.events.emit(
+            DomainEvent("admin.logged_in", org["_id"], {"admin_id": admin["_id"]})
+        )
         return TokenResponse(
             access_token=token,
             expires_in=claims.expires_at - claims.issued_at,
@@ -175,6 +181,9 @@ class AuthService:
             "admin.logout", actor=principal.actor, meta=meta,
             organization_id=claims.organization_id,
         )  # fmt: skip
+        await self.events.emit(
+            DomainEvent("admin.logged_out", claims.organization_id, {"admin_id": claims.admin_id})
+        )
 
     async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
         """Revoke every token of this admin (a new token version, as a password change does)."""
@@ -188,3 +197,8 @@ class AuthService:
             "admin.logout_all", actor=principal.actor, meta=meta,
             organization_id=claims.organization_id,
         )  # fmt: skip
+        await self.events.emit(
+            DomainEvent(
+                "admin.logged_out_all", claims.organization_id, {"admin_id": claims.admin_id}
+            )
+        )

@@ -13,7 +13,6 @@ from pydantic import WithJsonSchema
 from app.api_keys.service import KeyPrincipal
 from app.audit.service import ANONYMOUS
 from app.deps import (
-    Audit,
     Caller,
     CurrentAdmin,
     Meta,
@@ -100,7 +99,6 @@ async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
 async def create_organization(
     body: OrganizationCreate,
     orgs: OrgService,
-    audit: Audit,
     meta: Meta,
     key: Annotated[KeyPrincipal | None, Depends(create_gate)],
 ) -> OrganizationRead:
@@ -108,11 +106,7 @@ async def create_organization(
 
     Open to anyone unless ORG_CREATE_REQUIRES_KEY is set; then it needs `X-API-Key` with the
     `org:create` scope (401 without a key, 403 without the scope)."""
-    actor = key.actor if key else ANONYMOUS
-    details = {"organization_name": body.organization_name}
-    async with audit.track("org.create", actor=actor, meta=meta, details=details) as entry:
-        org = await orgs.create(body)
-        entry.organization_id = org["_id"]
+    org = await orgs.create(body, actor=key.actor if key else ANONYMOUS, meta=meta)
     return to_read(org)
 
 
@@ -229,23 +223,10 @@ async def list_organizations(
     },
 )
 async def update_organization(
-    body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta
+    body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, meta: Meta
 ) -> OrganizationRead:
     """Rename the caller's organization and/or change its admin's email or password."""
-    before = caller.organization
-    renaming = orgs.renames(before, body)
-    # Field names only, never values: a new password must not reach the log.
-    details: dict[str, object] = {"fields": sorted(body.model_dump(exclude_none=True))}
-    if renaming:
-        details.update({"from": before["organization_name"], "to": body.organization_name})
-    async with audit.track(
-        "org.rename" if renaming else "org.update",
-        actor=caller.actor,
-        meta=meta,
-        organization_id=before["_id"],
-        details=details,
-    ):
-        org = await orgs.update(before, body)
+    org = await orgs.update(caller.organization, body, actor=caller.actor, meta=meta)
     return to_read(org)
 
 
@@ -265,18 +246,8 @@ async def update_organization(
     ),
 )
 async def delete_organization(
-    organization_name: NameQuery, caller: CurrentAdmin, orgs: OrgService, audit: Audit, meta: Meta
+    organization_name: NameQuery, caller: CurrentAdmin, orgs: OrgService, meta: Meta
 ) -> Response:
     """Delete the caller's organization, its tenant collection and its admins."""
-    org_id = caller.organization["_id"]
-    async with audit.track(
-        "org.delete",
-        actor=caller.actor,
-        meta=meta,
-        organization_id=org_id,
-        details={"organization_name": caller.organization["organization_name"]},
-    ):
-        await orgs.delete(caller.organization, organization_name)
-    # Its entries (this one too) are kept for AUDIT_RETENTION_DAYS, then removed by TTL.
-    await audit.organization_deleted(org_id)
+    await orgs.delete(caller.organization, organization_name, actor=caller.actor, meta=meta)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

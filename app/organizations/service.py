@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from app.audit.service import Actor, AuditService, RequestMeta
 from app.auth.passwords import PasswordHasher
 from app.kit.errors import (
     EmailTaken,
@@ -14,13 +15,20 @@ from app.kit.errors import (
     OperationInProgress,
     OrganizationExists,
 )
+from app.kit.events import DomainEvent
 from app.kit.store import Doc, StoreUnavailable, new_id, utcnow
 from app.organizations.repository import CREATING, DELETING
 from app.organizations.schemas import OrganizationCreate, OrganizationUpdate
 from app.tenancy.context import OperationContext, Stores
 from app.tenancy.lease import Hold, OperationLost
 from app.tenancy.names import InvalidName, collection_for, validate_name
-from app.tenancy.steps import complete_delete, complete_rename, finish_create, undo_create
+from app.tenancy.steps import (
+    complete_delete,
+    complete_password,
+    complete_rename,
+    finish_create,
+    undo_create,
+)
 
 log = logging.getLogger("orgsvc.organizations")
 
@@ -32,10 +40,13 @@ def _name_error(exc: InvalidName) -> InvalidInput:
 class OrganizationService:
     """Multi-step organization changes, each recorded as an intent before it acts."""
 
-    def __init__(self, stores: Stores, ctx: OperationContext, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, stores: Stores, ctx: OperationContext, hasher: PasswordHasher, audit: AuditService
+    ) -> None:
         self.stores = stores
         self.ctx = ctx
         self.hasher = hasher
+        self.audit = audit
 
     def slug_of(self, name: str) -> str:
         """The slug of `name`, or a 422."""
@@ -53,8 +64,16 @@ class OrganizationService:
         return Hold(self.stores.ops, op["_id"], fence=fence, lease_seconds=lease)
 
     # ---------------------------------------------------------------- create
-    async def create(self, body: OrganizationCreate) -> Doc:
-        """Create the organization, its admin and its empty tenant collection, or nothing."""
+    async def create(self, body: OrganizationCreate, *, actor: Actor, meta: RequestMeta) -> Doc:
+        """Create the organization, its admin and its empty tenant collection, or nothing;
+        audited as `org.create` either way."""
+        details = {"organization_name": body.organization_name}
+        async with self.audit.track("org.create", actor=actor, meta=meta, details=details) as entry:
+            org = await self._create(body)
+            entry.organization_id = org["_id"]
+        return org
+
+    async def _create(self, body: OrganizationCreate) -> Doc:
         s, fault = self.stores, self.ctx.fault
         slug = self.slug_of(body.organization_name)
         # Friendly early answers; the unique indexes below are the real guards.
@@ -126,7 +145,7 @@ class OrganizationService:
                 fault("create.after_collection")
                 await hold.commit()
                 fault("create.after_commit")
-                return await finish_create(s, op, hold, fault)
+                return await finish_create(s, op, hold, self.ctx.events, fault)
             except (OrganizationExists, EmailTaken):
                 raise
             except OperationLost:
@@ -178,18 +197,27 @@ class OrganizationService:
         docs = docs[:limit]
         return docs, (docs[-1]["slug"] if more else None)
 
-    def renames(self, caller_org: Doc, body: OrganizationUpdate) -> bool:
-        """True when `body` moves the organization to another slug (a 422 for a bad name)."""
-        if body.organization_name is None:
-            return False
-        return bool(self.slug_of(body.organization_name) != caller_org["slug"])
+    async def update(
+        self, caller_org: Doc, body: OrganizationUpdate, *, actor: Actor, meta: RequestMeta
+    ) -> Doc:
+        """Apply a new name, email and/or password to the caller's organization; audited as
+        `org.rename` when the slug changes, else `org.update` (a bad name is a 422 first)."""
+        new_slug = self.slug_of(body.organization_name) if body.organization_name else None
+        renaming = new_slug is not None and new_slug != caller_org["slug"]
+        # Field names only, never values: a new password must not reach the log.
+        details: Doc = {"fields": sorted(body.model_dump(exclude_none=True))}
+        if renaming:
+            details.update({"from": caller_org["organization_name"], "to": body.organization_name})
+        action = "org.rename" if renaming else "org.update"
+        async with self.audit.track(
+            action, actor=actor, meta=meta, organization_id=caller_org["_id"], details=details
+        ):
+            return await self._update(caller_org, body, new_slug)
 
     # ---------------------------------------------------------------- update / rename
-    async def update(self, caller_org: Doc, body: OrganizationUpdate) -> Doc:
-        """Apply a new name, email and/or password to the caller's organization."""
+    async def _update(self, caller_org: Doc, body: OrganizationUpdate, new_slug: str | None) -> Doc:
         s = self.stores
         org_id, admin_id = caller_org["_id"], caller_org["admin"]["admin_id"]
-        new_slug = self.slug_of(body.organization_name) if body.organization_name else None
         renaming = new_slug is not None and new_slug != caller_org["slug"]
         if renaming and await s.claims.owner(new_slug or "") is not None:
             raise OrganizationExists()
@@ -215,6 +243,13 @@ class OrganizationService:
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
             org = await self._set(org_id, {})
+        changed = [f for f in ("email",) if getattr(body, f) is not None]
+        if body.organization_name is not None and not renaming:
+            changed.insert(0, "organization_name")
+        if changed:  # a rename and a password change have events of their own
+            await self.ctx.events.emit(
+                DomainEvent("organization.updated", org_id, {"fields": changed})
+            )
         return org
 
     async def change_password(self, org_id: str, admin_id: str, password_hash: str) -> None:
@@ -236,9 +271,7 @@ class OrganizationService:
             await hold.commit()
             await s.admins.set_password(admin_id, password_hash)
             self.ctx.fault("password.after_hash")
-            await hold.check()
-            await s.orgs.bump_token_version(org_id, admin_id=admin_id)
-            await hold.finish()
+            await complete_password(s, op, hold, self.ctx.events)
 
     async def _set(self, org_id: str, fields: Doc) -> Doc:
         org = await self.stores.orgs.set_fields(org_id, fields)
@@ -277,15 +310,24 @@ class OrganizationService:
                 await s.orgs.unlock(org["_id"], op_id=op_id)
                 raise
             fault("rename.after_claim")
-            await complete_rename(s, op, locked, hold, fault)
+            await complete_rename(s, op, locked, hold, self.ctx.events, fault)
         renamed = await s.orgs.get_active(org["_id"])
         if renamed is None:
             raise NotFound()
         return renamed
 
     # ---------------------------------------------------------------- delete
-    async def delete(self, caller_org: Doc, name: str) -> None:
-        """Delete the caller's organization: tenant collection, admins, record, name."""
+    async def delete(self, caller_org: Doc, name: str, *, actor: Actor, meta: RequestMeta) -> None:
+        """Delete the caller's organization: tenant collection, admins, record, name; audited
+        as `org.delete`. Its audit entries are kept for AUDIT_RETENTION_DAYS (the audit log
+        starts that clock on the `organization.deleted` event)."""
+        async with self.audit.track(
+            "org.delete", actor=actor, meta=meta, organization_id=caller_org["_id"],
+            details={"organization_name": caller_org["organization_name"]},
+        ):  # fmt: skip
+            await self._delete(caller_org, name)
+
+    async def _delete(self, caller_org: Doc, name: str) -> None:
         s = self.stores
         target = await self.get_for(caller_org, name)
         op_id = uuid.uuid4().hex
@@ -306,4 +348,4 @@ class OrganizationService:
                 await s.orgs.unlock(target["_id"], op_id=op_id)
                 raise
             self.ctx.fault("delete.after_lock")
-            await complete_delete(s, op, locked, hold, self.ctx.fault)
+            await complete_delete(s, op, locked, hold, self.ctx.events, self.ctx.fault)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.api_keys.repository import ApiKeyRepository
 from app.audit.repository import AuditRepository
 from app.auth.admins import AdminRepository
 from app.auth.attempts import LoginAttemptRepository
 from app.auth.revocations import RevocationRepository
+from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
 from app.kit.settings import Settings
 from app.kit.store import Database
@@ -69,3 +70,4 @@ class OperationContext:
     settings: Settings
     owner: str  # this process's identity, recorded on the operations it holds
     fault: FaultInjector
+    events: EventHook = field(default_factory=EventHook)  # where the steps' events go

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from app.kit.store import StoreError
 from app.tenancy.context import OperationContext, Stores
@@ -29,8 +29,6 @@ class Reconciler:
         self.ctx = ctx
         self.observers: list[Callable[[str, str], None]] = []  # (kind, outcome) for metrics
         self.error_observers: list[Callable[[BaseException], None]] = []
-        # Called with the organization id of every delete the reconciler finished (audit retention).
-        self.deleted_observers: list[Callable[[str], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -51,7 +49,7 @@ class Reconciler:
                 async with Hold(
                     self.stores.ops, op["_id"], fence=int(op["fence"]), lease_seconds=lease
                 ) as hold:
-                    outcome = await reconcile(self.stores, op, hold)
+                    outcome = await reconcile(self.stores, op, hold, self.ctx.events)
             except OperationLost:
                 # This replica stalled past the lease it took: another one holds it now.
                 outcome = "lost"
@@ -71,9 +69,6 @@ class Reconciler:
             )
             for observe in self.observers:
                 observe(kind, outcome)
-            if outcome == "delete_completed":
-                for deleted in self.deleted_observers:
-                    await deleted(str(op["organization_id"]))
             done[outcome] += 1
         return done
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from app.kit.events import DomainEvent, EventHook
 from app.kit.store import Doc
 from app.tenancy.context import Stores
 from app.tenancy.lease import Hold, OperationLost
@@ -53,7 +54,9 @@ async def undo_create(stores: Stores, op: Doc, hold: Hold | None) -> None:
         await hold.finish()
 
 
-async def finish_create(stores: Stores, op: Doc, hold: Hold, fault: Fault = _no_fault) -> Doc:
+async def finish_create(
+    stores: Stores, op: Doc, hold: Hold, events: EventHook, fault: Fault = _no_fault
+) -> Doc:
     """Roll a committed create forward: activate the record; returns it."""
     await stores.orgs.activate(op["organization_id"], op_id=op["_id"])
     org = await stores.orgs.get_active(op["organization_id"])
@@ -61,11 +64,19 @@ async def finish_create(stores: Stores, op: Doc, hold: Hold, fault: Fault = _no_
         raise OperationLost()  # cannot happen after the commit point unless the store was edited
     fault("create.after_activate")
     await hold.finish()
+    await events.emit(
+        DomainEvent(
+            "organization.created",
+            org["_id"],
+            {"organization_name": org["organization_name"], "slug": org["slug"]},
+            op_id=op["_id"],
+        )
+    )
     return org
 
 
 async def complete_rename(
-    stores: Stores, op: Doc, org: Doc, hold: Hold, fault: Fault = _no_fault
+    stores: Stores, op: Doc, org: Doc, hold: Hold, events: EventHook, fault: Fault = _no_fault
 ) -> None:
     """Roll a committed rename forward: move the collection, switch the record, free the old
     slug."""
@@ -86,10 +97,21 @@ async def complete_rename(
     fault("rename.after_record")
     await stores.claims.release(op["from_slug"], org_id=org["_id"])
     await hold.finish()
+    await events.emit(_renamed(op))
+
+
+def _renamed(op: Doc) -> DomainEvent:
+    data = {"organization_name": op["to_name"], "slug": op["to_slug"], "from_slug": op["from_slug"]}
+    return DomainEvent("organization.renamed", op["organization_id"], data, op_id=op["_id"])
+
+
+def _deleted(op: Doc) -> DomainEvent:
+    data = {"slug": op.get("slug")}
+    return DomainEvent("organization.deleted", op["organization_id"], data, op_id=op["_id"])
 
 
 async def complete_delete(
-    stores: Stores, op: Doc, org: Doc, hold: Hold, fault: Fault = _no_fault
+    stores: Stores, op: Doc, org: Doc, hold: Hold, events: EventHook, fault: Fault = _no_fault
 ) -> None:
     """Roll a committed delete forward: drop the collection, the admins, the record, the claims."""
     await hold.check()
@@ -103,9 +125,10 @@ async def complete_delete(
     fault("delete.after_record")
     await stores.claims.release_all(org["_id"])
     await hold.finish()
+    await events.emit(_deleted(op))
 
 
-async def complete_password(stores: Stores, op: Doc, hold: Hold) -> None:
+async def complete_password(stores: Stores, op: Doc, hold: Hold, events: EventHook) -> None:
     """Roll a committed password change forward: revoke every token issued before it.
 
     The new hash may or may not have been written: either way no token older than the change
@@ -114,9 +137,17 @@ async def complete_password(stores: Stores, op: Doc, hold: Hold) -> None:
     await hold.check()
     await stores.orgs.bump_token_version(op["organization_id"], admin_id=op["admin_id"])
     await hold.finish()
+    await events.emit(
+        DomainEvent(
+            "admin.password_changed",
+            op["organization_id"],
+            {"admin_id": op["admin_id"]},
+            op_id=op["_id"],
+        )
+    )
 
 
-async def reconcile(stores: Stores, op: Doc, hold: Hold) -> str:
+async def reconcile(stores: Stores, op: Doc, hold: Hold, events: EventHook) -> str:
     """Finish or undo one abandoned operation; returns what was done, for logs and metrics."""
     kind = op.get("kind")
     org = await stores.orgs.get(op["organization_id"])
@@ -133,7 +164,7 @@ async def reconcile(stores: Stores, op: Doc, hold: Hold) -> str:
     if kind == "create":
         if committed:
             if org is not None and (owned or org.get("status") == "active"):
-                await finish_create(stores, op, hold)
+                await finish_create(stores, op, hold, events)
                 return "create_completed"
         elif org is not None and org.get("status") == "active" and not owned:
             await hold.finish()  # an intent recorded before this release's commit points
@@ -142,12 +173,13 @@ async def reconcile(stores: Stores, op: Doc, hold: Hold) -> str:
         return "create_undone"
     if kind == "rename":
         if org is not None and owned and committed:
-            await complete_rename(stores, op, org, hold)
+            await complete_rename(stores, op, org, hold, events)
             return "rename_completed"
         if org is not None and org.get("slug") == op["to_slug"]:
             # Record already switched; only the old slug's release was left.
             await stores.claims.release(op["from_slug"], org_id=org["_id"])
             await hold.finish()
+            await events.emit(_renamed(op))
             return "rename_completed"
         await hold.check()
         await stores.claims.release_for_op(op["to_slug"], op_id=op["_id"])
@@ -156,7 +188,7 @@ async def reconcile(stores: Stores, op: Doc, hold: Hold) -> str:
         return "rename_undone"
     if kind == "delete":
         if org is not None and owned and committed:
-            await complete_delete(stores, op, org, hold)
+            await complete_delete(stores, op, org, hold, events)
             return "delete_completed"
         if org is None and committed:
             # Record gone: only the tail of the delete may be missing.
@@ -164,13 +196,14 @@ async def reconcile(stores: Stores, op: Doc, hold: Hold) -> str:
             await stores.admins.delete_of_org(op["organization_id"])
             await stores.claims.release_all(op["organization_id"])
             await hold.finish()
+            await events.emit(_deleted(op))
             return "delete_completed"
         await stores.orgs.unlock(op["organization_id"], op_id=op["_id"])
         await hold.finish()
         return "delete_not_started"
     if kind == "password":
         if committed:
-            await complete_password(stores, op, hold)
+            await complete_password(stores, op, hold, events)
             return "password_revoked"
         await hold.finish()
         return "password_not_started"
