@@ -13,13 +13,13 @@ from pymongo import AsyncMongoClient
 
 from app.api_keys.service import ApiKeyService
 from app.audit.service import AuditService
-from app.auth.keys import KeyRing
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter
 from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
 from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
+from app.kit.keys import KeyRing
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
 from app.organizations.service import OrganizationService

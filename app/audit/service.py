@@ -64,6 +64,9 @@ class Draft:
 
     organization_id: str | None
     details: Doc = field(default_factory=dict)
+    # Set by an action that ended its organization: the entry is written after the
+    # organization's other entries got their retention clock, so it starts its own.
+    closes_organization: bool = False
 
 
 def clean(details: Doc) -> Doc:
@@ -95,6 +98,7 @@ class AuditService:
         code: str | None = None,
         details: Doc | None = None,
         log_only: bool = False,
+        closes_organization: bool = False,
     ) -> None:
         """Write one entry; a database failure is logged (never raised): see the module doc."""
         now = utcnow()
@@ -113,8 +117,7 @@ class AuditService:
             # An entry of no organization would otherwise live for ever: it gets its clock now.
             "expires_at": None if organization_id else now + self.retention,
         }
-        if organization_id is not None and action == "org.delete" and outcome == SUCCESS:
-            # Written after the deleted organization's entries got their clock: its own too.
+        if closes_organization:
             entry["expires_at"] = now + self.retention
             entry["expires_ms"] = epoch_ms(self.retention.total_seconds())
         if log_only:
@@ -156,7 +159,7 @@ class AuditService:
             raise
         await self.record(
             action, actor=actor, meta=meta, organization_id=draft.organization_id,
-            details=draft.details,
+            details=draft.details, closes_organization=draft.closes_organization,
         )  # fmt: skip
 
     async def on_event(self, event: DomainEvent) -> None:

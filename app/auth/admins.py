@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymongo.errors import DuplicateKeyError
 
-from app.kit.store import Collection, Database, Doc
+from app.kit.store import Collection, Database, Doc, insert_unique
 
 
 class AdminRepository:
@@ -19,11 +19,7 @@ class AdminRepository:
 
     async def insert(self, doc: Doc) -> bool:
         """False when the email is taken (unique index on the lower-cased email)."""
-        try:
-            await self.col.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await insert_unique(self.col, doc)
 
     async def by_email(self, email: str) -> Doc | None:
         return await self.col.find_one(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError
-
-from app.kit.store import Collection, Database, Doc
+from app.kit.store import Collection, Database, Doc, insert_unique
 
 
 def _expiry(until_ms: int) -> datetime:
@@ -49,20 +47,8 @@ class LoginAttemptRepository:
 
     async def create_taken(self, key: str, n: int, *, until_ms: int, rid: str) -> bool:
         """Create slot `n` of `key`, taken; False when it exists already."""
-        try:
-            await self.col.insert_one(
-                {
-                    "_id": f"{key}#{n}",
-                    "key": key,
-                    "n": n,
-                    "until_ms": until_ms,
-                    "rid": rid,
-                    "expires_at": _expiry(until_ms),
-                }
-            )
-        except DuplicateKeyError:
-            return False
-        return True
+        slot = {"_id": f"{key}#{n}", "key": key, "n": n, "until_ms": until_ms, "rid": rid}
+        return await insert_unique(self.col, {**slot, "expires_at": _expiry(until_ms)})
 
     async def release(self, keys: list[str], *, rid: str) -> None:
         """Give back the slots that reservation `rid` took (its attempt did not fail)."""

@@ -96,5 +96,6 @@ class LoginLimiter:
     async def succeeded(self, reservation: Reservation) -> None:
         """The password was right: give the slots back, and forget the email's failures (never
         the IP's)."""
-        await self.repo.release(reservation.keys, rid=reservation.rid)
-        await self.repo.clear(reservation.email_key)
+        others = [k for k in reservation.keys if k != reservation.email_key]
+        await self.repo.release(others, rid=reservation.rid)  # the IP's slot (no-op without one)
+        await self.repo.clear(reservation.email_key)  # the email's slots, this one included

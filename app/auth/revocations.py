@@ -6,12 +6,9 @@ token's own expiry, so the TTL index removes it once the token could not be used
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 
-from pymongo.errors import DuplicateKeyError
-
-from app.kit.store import Collection, Database, utcnow
+from app.kit.store import Collection, Database, insert_unique, utcnow
 
 
 class RevocationRepository:
@@ -27,16 +24,8 @@ class RevocationRepository:
         self, jti: str, *, admin_id: str, organization_id: str, expires_at: datetime
     ) -> None:
         """Deny `jti` from now until `expires_at`; revoking twice is fine."""
-        with contextlib.suppress(DuplicateKeyError):
-            await self.col.insert_one(
-                {
-                    "_id": jti,
-                    "admin_id": admin_id,
-                    "organization_id": organization_id,
-                    "revoked_at": utcnow(),
-                    "expires_at": expires_at,
-                }
-            )
+        entry = {"_id": jti, "admin_id": admin_id, "organization_id": organization_id}
+        await insert_unique(self.col, {**entry, "revoked_at": utcnow(), "expires_at": expires_at})
 
     async def is_revoked(self, jti: str) -> bool:
         return await self.col.find_one({"_id": jti}, {"_id": 1}) is not None

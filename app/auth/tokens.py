@@ -1,5 +1,5 @@
 """JWT issue and verify with PyJWT: the algorithm pinned per `kid`, `iss` and `aud` checked, claims
-required. Keys, rotation and the optional asymmetric algorithms live in `app.auth.keys`."""
+required. Keys, rotation and the optional asymmetric algorithms live in `app.kit.keys`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 
-from app.auth.keys import KeyRing
+from app.kit.keys import KeyRing
 
 REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
 

@@ -36,6 +36,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.kit.errors import StartWatch
 from app.kit.settings import IPNetwork, Settings
 
 SECURITY_HEADERS = (
@@ -159,7 +160,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         received = 0
-        started = False
+        watch = StartWatch(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -170,17 +171,11 @@ class RequestLimitsMiddleware:
                     raise PayloadTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, watch.send)
         except PayloadTooLarge:
             # Read outside a route (the route itself renders it through the error handlers).
-            if not started:
+            if not watch.started:
                 await _reject(send, self.max_bytes)
 
 

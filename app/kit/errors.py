@@ -156,6 +156,20 @@ def install_error_handlers(
         return _body(500, "internal_error", INTERNAL_ERROR)
 
 
+class StartWatch:
+    """Wraps an ASGI `send` and remembers whether the response has started (after that, a
+    middleware can no longer answer in its place)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class UnexpectedErrorMiddleware:
     """Turns an unexpected exception of a route into the contract's 500 *inside* the middleware
     stack (Starlette's own Exception handler runs outside it and re-raises). After the response
@@ -169,18 +183,11 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = StartWatch(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watch.send)
         except Exception as exc:
-            if started or isinstance(exc, StarletteHTTPException):
+            if watch.started or isinstance(exc, StarletteHTTPException):
                 raise  # an HTTP error raised outside a route belongs to the middleware above
             log.exception("unhandled error", exc_info=exc)
             await _body(500, "internal_error", INTERNAL_ERROR)(scope, receive, send)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.auth.keys import (
+from app.kit.keys import (
     DEV_JWT_SECRET,
     MIN_SECRET_BYTES,
     PLACEHOLDER_SECRETS,

@@ -9,7 +9,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 Doc = dict[str, Any]
 
@@ -19,6 +19,16 @@ StoreError = PyMongoError
 StoreUnavailable = ConnectionFailure
 Database = AsyncDatabase[Doc]
 Collection = AsyncCollection[Doc]
+
+
+async def insert_unique(col: Collection, doc: Doc) -> bool:
+    """Insert `doc`; False (nothing written) when a unique index already holds one of its keys.
+    Uniqueness is the database's job: this is how a repository asks it."""
+    try:
+        await col.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
 
 
 def new_id() -> str:

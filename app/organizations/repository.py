@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
-from app.kit.store import Collection, Database, Doc, utcnow
+from app.kit.store import Collection, Database, Doc, insert_unique, utcnow
 
 ACTIVE = "active"
 CREATING = "creating"
@@ -28,11 +27,7 @@ class OrganizationRepository:
 
     async def insert(self, doc: Doc) -> bool:
         """False when another record has this slug or collection (unique indexes)."""
-        try:
-            await self.col.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await insert_unique(self.col, doc)
 
     async def get(self, org_id: str) -> Doc | None:
         return await self.col.find_one({"_id": org_id})

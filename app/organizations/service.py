@@ -74,7 +74,7 @@ class OrganizationService:
         return org
 
     async def _create(self, body: OrganizationCreate) -> Doc:
-        s, fault = self.stores, self.ctx.fault
+        s = self.stores
         slug = self.slug_of(body.organization_name)
         # Friendly early answers; the unique indexes below are the real guards.
         if await s.claims.owner(slug) is not None:
@@ -83,9 +83,7 @@ class OrganizationService:
             raise EmailTaken()
         password_hash = await self.hasher.hash(body.password)
 
-        now = utcnow()
         org_id, admin_id, op_id = new_id(), new_id(), uuid.uuid4().hex
-        collection = collection_for(slug)
         op = {
             "_id": op_id,
             "kind": "create",
@@ -94,58 +92,8 @@ class OrganizationService:
             "slug": slug,
         }
         async with await self._start(op) as hold:
-            fault("create.after_intent")
             try:
-                await hold.check()
-                if not await s.claims.claim(slug, org_id=org_id, op_id=op_id):
-                    await hold.finish()
-                    raise OrganizationExists()
-                fault("create.after_claim")
-                await hold.check()
-                org: Doc = {
-                    "_id": org_id,
-                    "organization_name": body.organization_name,
-                    "slug": slug,
-                    "collection_name": collection,
-                    "status": CREATING,
-                    "pending_op": op_id,
-                    "admin": {"admin_id": admin_id, "email": body.email, "token_version": 0},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                if not await s.orgs.insert(org):
-                    # Another record holds this slug or collection without a claim (a store
-                    # left so by an older release): the name is taken; touch nothing of theirs.
-                    await undo_create(s, op, hold)
-                    raise OrganizationExists()
-                fault("create.after_org")
-                await hold.check()
-                if not await s.admins.insert(
-                    {
-                        "_id": admin_id,
-                        "email": body.email,
-                        "email_lower": body.email.lower(),
-                        "organization_id": org_id,
-                        "password_hash": password_hash,
-                        "password_version": 0,
-                        "created_at": now,
-                    }
-                ):
-                    await undo_create(s, op, hold)
-                    raise EmailTaken()
-                fault("create.after_admin")
-                await hold.check()
-                if not await s.tenants.create(collection) and not await s.tenants.is_empty(
-                    collection
-                ):
-                    # Documents under a name nobody holds: never hand them to a new tenant.
-                    log.error("create %s found a non-empty orphan %s; refusing", op_id, collection)
-                    await undo_create(s, op, hold)
-                    raise OrganizationExists()
-                fault("create.after_collection")
-                await hold.commit()
-                fault("create.after_commit")
-                return await finish_create(s, op, hold, self.ctx.events, fault)
+                return await self._create_steps(op, hold, body, password_hash)
             except (OrganizationExists, EmailTaken):
                 raise
             except OperationLost:
@@ -160,6 +108,62 @@ class OrganizationService:
                     # Best effort now; if this fails too, the reconciler undoes it.
                     await undo_create(s, op, hold)
                 raise
+
+    async def _create_steps(
+        self, op: Doc, hold: Hold, body: OrganizationCreate, password_hash: str
+    ) -> Doc:
+        """The steps of a create, each after a lease check; a collision undoes what was made."""
+        s, fault = self.stores, self.ctx.fault
+        org_id, admin_id, slug = op["organization_id"], op["admin_id"], op["slug"]
+        collection, now = collection_for(slug), utcnow()
+        fault("create.after_intent")
+        await hold.check()
+        if not await s.claims.claim(slug, org_id=org_id, op_id=op["_id"]):
+            await hold.finish()
+            raise OrganizationExists()
+        fault("create.after_claim")
+        await hold.check()
+        org: Doc = {
+            "_id": org_id,
+            "organization_name": body.organization_name,
+            "slug": slug,
+            "collection_name": collection,
+            "status": CREATING,
+            "pending_op": op["_id"],
+            "admin": {"admin_id": admin_id, "email": body.email, "token_version": 0},
+            "created_at": now,
+            "updated_at": now,
+        }
+        if not await s.orgs.insert(org):
+            # Another record holds this slug or collection without a claim (a store left so by
+            # an older release): the name is taken; touch nothing of theirs.
+            await undo_create(s, op, hold)
+            raise OrganizationExists()
+        fault("create.after_org")
+        await hold.check()
+        admin: Doc = {
+            "_id": admin_id,
+            "email": body.email,
+            "email_lower": body.email.lower(),
+            "organization_id": org_id,
+            "password_hash": password_hash,
+            "password_version": 0,
+            "created_at": now,
+        }
+        if not await s.admins.insert(admin):
+            await undo_create(s, op, hold)
+            raise EmailTaken()
+        fault("create.after_admin")
+        await hold.check()
+        if not await s.tenants.create(collection) and not await s.tenants.is_empty(collection):
+            # Documents under a name nobody holds: never hand them to a new tenant.
+            log.error("create %s found a non-empty orphan %s; refusing", op["_id"], collection)
+            await undo_create(s, op, hold)
+            raise OrganizationExists()
+        fault("create.after_collection")
+        await hold.commit()
+        fault("create.after_commit")
+        return await finish_create(s, op, hold, self.ctx.events, fault)
 
     # ---------------------------------------------------------------- lookups
     async def get_for(self, caller_org: Doc, name: str) -> Doc:
@@ -243,10 +247,12 @@ class OrganizationService:
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
             org = await self._set(org_id, {})
-        changed = [f for f in ("email",) if getattr(body, f) is not None]
-        if body.organization_name is not None and not renaming:
-            changed.insert(0, "organization_name")
-        if changed:  # a rename and a password change have events of their own
+        # A rename and a password change have events of their own.
+        changed = (
+            ["organization_name"] if body.organization_name is not None and not renaming else []
+        )
+        changed += ["email"] if body.email is not None else []
+        if changed:
             await self.ctx.events.emit(
                 DomainEvent("organization.updated", org_id, {"fields": changed})
             )
@@ -324,8 +330,9 @@ class OrganizationService:
         async with self.audit.track(
             "org.delete", actor=actor, meta=meta, organization_id=caller_org["_id"],
             details={"organization_name": caller_org["organization_name"]},
-        ):  # fmt: skip
+        ) as entry:  # fmt: skip
             await self._delete(caller_org, name)
+            entry.closes_organization = True
 
     async def _delete(self, caller_org: Doc, name: str) -> None:
         s = self.stores

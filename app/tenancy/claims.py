@@ -6,9 +6,7 @@ still carries the old one; a claim document keyed by the slug gives that, race-f
 
 from __future__ import annotations
 
-from pymongo.errors import DuplicateKeyError
-
-from app.kit.store import Collection, Database, Doc, utcnow
+from app.kit.store import Collection, Database, Doc, insert_unique, utcnow
 
 
 class ClaimRepository:
@@ -22,13 +20,8 @@ class ClaimRepository:
 
     async def claim(self, slug: str, *, org_id: str, op_id: str) -> bool:
         """True when this call won the slug; False when it is taken."""
-        try:
-            await self.col.insert_one(
-                {"_id": slug, "organization_id": org_id, "op_id": op_id, "created_at": utcnow()}
-            )
-        except DuplicateKeyError:
-            return False
-        return True
+        claim = {"_id": slug, "organization_id": org_id, "op_id": op_id, "created_at": utcnow()}
+        return await insert_unique(self.col, claim)
 
     async def owner(self, slug: str) -> Doc | None:
         return await self.col.find_one({"_id": slug})

@@ -20,9 +20,9 @@ from mongomock_motor import AsyncMongoMockClient
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
-from app.auth.keys import KeyRing, hmac_kid, thumbprint
 from app.auth.tokens import InvalidToken, TokenManager
 from app.kit.db import EmbeddedMongo
+from app.kit.keys import KeyRing, hmac_kid, thumbprint
 from app.kit.settings import Settings
 from tests.support.apps import custom_app, make_settings
 from tests.support.clients import PASSWORD, TEST_SECRET, bearer, create_and_login

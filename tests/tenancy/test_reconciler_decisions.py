@@ -20,9 +20,9 @@ from tests.support.consistency import assert_consistent
 Pair = tuple[httpx.AsyncClient, FastAPI]
 
 
-async def abandon(db: Any, **op: Any) -> str:
+async def abandon(db: Any, op_id: str | None = None, **op: Any) -> str:
     """An intent whose lease ran out long ago (fence 1), as a dead process leaves it."""
-    op_id = uuid.uuid4().hex
+    op_id = op_id or uuid.uuid4().hex
     await db.operations.insert_one(
         {"_id": op_id, "owner": "dead", "fence": 1, "lease_until": 0, "created_at": utcnow(), **op}
     )
@@ -64,9 +64,9 @@ async def test_an_abandoned_create(
     db = nx_client[settings.mongodb_db]
     op_id = uuid.uuid4().hex
     org_id, admin_id = await half_made_create(db, op_id, "halfway")
-    await db.operations.insert_one(
-        {"_id": op_id, "kind": "create", "organization_id": org_id, "admin_id": admin_id,
-         "slug": "halfway", "owner": "dead", "fence": 1, "lease_until": 0, "state": state}
+    await abandon(
+        db, op_id, kind="create", organization_id=org_id, admin_id=admin_id, slug="halfway",
+        state=state,
     )  # fmt: skip
     assert await reconcile(app) == {outcome: 1}
     orgs = await assert_consistent(db)
