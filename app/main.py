@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             the_client = client
         state = build_state(settings, the_client, metrics)
         try:
-            await state.stores.ensure_indexes()
+            await state.prepare()
             await state.hasher.dummy_hash()
             fixed = await state.reconciler.run_once()
             if fixed:

@@ -11,10 +11,15 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from app.api_keys.repository import ApiKeyRepository
 from app.api_keys.service import ApiKeyService
+from app.audit.repository import AuditRepository
 from app.audit.service import AuditService
+from app.auth.admins import AdminRepository
+from app.auth.attempts import LoginAttemptRepository
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter
+from app.auth.revocations import RevocationRepository
 from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
 from app.kit.events import EventHook
@@ -22,19 +27,66 @@ from app.kit.faults import FaultInjector
 from app.kit.keys import KeyRing
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
+from app.kit.store import Database
+from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
-from app.tenancy.context import OperationContext, Stores
+from app.organizations.steps import KINDS, OrganizationSteps
+from app.tenancy.claims import ClaimRepository
+from app.tenancy.collections import TenantCollections
+from app.tenancy.context import OperationContext
+from app.tenancy.operations import OperationRepository
 from app.tenancy.reconciler import Reconciler
 
 
 @dataclass(slots=True)
+class Repositories:
+    """Every repository over the process's database. Only this module hands them out, each to
+    the services that use it; start-up creates their indexes; tests may read them."""
+
+    orgs: OrganizationRepository
+    admins: AdminRepository
+    claims: ClaimRepository
+    ops: OperationRepository
+    tenants: TenantCollections
+    login_attempts: LoginAttemptRepository
+    revocations: RevocationRepository
+    api_keys: ApiKeyRepository
+    audit: AuditRepository
+
+    @classmethod
+    def over(cls, db: Database) -> Repositories:
+        return cls(
+            orgs=OrganizationRepository(db),
+            admins=AdminRepository(db),
+            claims=ClaimRepository(db),
+            ops=OperationRepository(db),
+            tenants=TenantCollections(db),
+            login_attempts=LoginAttemptRepository(db),
+            revocations=RevocationRepository(db),
+            api_keys=ApiKeyRepository(db),
+            audit=AuditRepository(db),
+        )
+
+    async def ensure_indexes(self) -> None:
+        """Create every index the service relies on (idempotent; run at start-up)."""
+        await self.orgs.ensure_indexes()
+        await self.admins.ensure_indexes()
+        await self.claims.ensure_indexes()
+        await self.ops.ensure_indexes()
+        await self.login_attempts.ensure_indexes()
+        await self.revocations.ensure_indexes()
+        await self.api_keys.ensure_indexes()
+        await self.audit.ensure_indexes()
+
+
+@dataclass(slots=True)
 class AppState:
-    """The process's client, stores and services."""
+    """The process's client, repositories and services."""
 
     settings: Settings
     metrics: Metrics
     client: AsyncMongoClient[dict[str, Any]]
-    stores: Stores
+    repos: Repositories
     hasher: PasswordHasher
     tokens: TokenManager
     orgs: OrganizationService
@@ -43,6 +95,11 @@ class AppState:
     audit: AuditService
     api_keys: ApiKeyService
     events: EventHook
+
+    async def prepare(self) -> None:
+        """Start-up, before serving: indexes, and what the store can do."""
+        await self.repos.ensure_indexes()
+        await self.orgs.probe_store()
 
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -53,7 +110,7 @@ def build_state(
 ) -> AppState:
     """Wire the stores and services of one process over `client` (the HTTP service and the
     CLI alike); `owner` names the process in the operations it holds."""
-    stores = Stores.over(client[settings.mongodb_db])
+    repos = Repositories.over(client[settings.mongodb_db])
     events = EventHook()
     ctx = OperationContext(
         settings=settings,
@@ -70,30 +127,50 @@ def build_state(
         audience=settings.jwt_audience,
         expires_minutes=settings.jwt_expires_minutes,
     )
-    audit_log = AuditService(stores.audit, retention_days=settings.audit_retention_days)
+    audit_log = AuditService(repos.audit, retention_days=settings.audit_retention_days)
     audit_log.error_observers.append(metrics.observe_db_error)
-    reconciler = Reconciler(stores, ctx)
-    reconciler.observers.append(metrics.observe_reconcile)
-    reconciler.error_observers.append(metrics.observe_db_error)
+    steps = OrganizationSteps(repos.orgs, repos.admins, repos.claims, repos.tenants, events)
+    reconciler = Reconciler(
+        repos.ops,
+        # Each kind of operation is finished or undone by the feature that owns it.
+        {kind: steps.reconcile for kind in KINDS},
+        ctx,
+        observers=[metrics.observe_reconcile],
+        error_observers=[metrics.observe_db_error],
+    )
     events.subscribe(audit_log.on_event)  # the audit log is the first consumer of events
+    orgs = OrganizationService(
+        orgs=repos.orgs,
+        admins=repos.admins,
+        claims=repos.claims,
+        ops=repos.ops,
+        tenants=repos.tenants,
+        steps=steps,
+        ctx=ctx,
+        hasher=hasher,
+        audit=audit_log,
+    )
+    auth = AuthService(
+        orgs=repos.orgs,
+        admins=repos.admins,
+        revocations=repos.revocations,
+        hasher=hasher,
+        tokens=tokens,
+        limiter=LoginLimiter(repos.login_attempts, settings),
+        audit=audit_log,
+        events=events,
+    )
     return AppState(
         settings=settings,
         metrics=metrics,
         client=client,
-        stores=stores,
+        repos=repos,
         hasher=hasher,
         tokens=tokens,
-        orgs=OrganizationService(stores, ctx, hasher, audit_log),
-        auth=AuthService(
-            stores,
-            hasher,
-            tokens,
-            limiter=LoginLimiter(stores.login_attempts, settings),
-            audit=audit_log,
-            events=events,
-        ),
+        orgs=orgs,
+        auth=auth,
         reconciler=reconciler,
         audit=audit_log,
-        api_keys=ApiKeyService(stores.api_keys, audit_log),
+        api_keys=ApiKeyService(repos.api_keys, audit_log),
         events=events,
     )

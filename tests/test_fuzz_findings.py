@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app.kit.settings import Settings
+from app.tenancy.names import NameRules
 from tests.support.clients import create_and_login, org_body
 from tests.support.consistency import assert_consistent
 
@@ -45,7 +46,7 @@ async def test_non_ascii_names_work_on_the_embedded_store(
     failed clean-up, then a 422. Its launcher (app/kit/nxserver.py) now lifts that limit, so the
     start-up probe finds Unicode names work and they behave as the contract says."""
     http, app = real_api
-    assert not app.state.svc.stores.ascii_only_names
+    assert not app.state.svc.orgs.names.ascii_only
     res = await http.post("/org/create", json=org_body("Café Zürich", "cafe@x.com"))
     assert res.status_code == 201, res.text
     assert res.json()["collection_name"] == "org_café_zürich"
@@ -66,7 +67,8 @@ async def test_a_store_that_refuses_non_ascii_names_gets_a_clear_422(
     """On a store whose start-up probe found non-ASCII collection names refused (nx-27017
     without the launcher's patch), such names are a 422 that leaves nothing behind, not a 500."""
     http, app = real_api
-    app.state.svc.stores.ascii_only_names = True  # what the probe finds on such a store
+    svc = app.state.svc
+    svc.orgs.names = NameRules(svc.settings.mongodb_db, ascii_only=True)  # as the probe finds
     res = await http.post("/org/create", json=org_body("Café Zürich", "cafe@x.com"))
     assert res.status_code == 422, res.text
     assert "ASCII" in res.json()["detail"][0]["msg"]

@@ -6,13 +6,31 @@ presented key is one primary-key read; its hash is then compared in constant tim
 
 from __future__ import annotations
 
+from pydantic import AliasChoices, Field
 from pymongo import ReturnDocument
 
-from app.kit.store import Collection, Database, Doc, epoch_ms
+from app.kit.store import Collection, Database, Doc, Record, epoch_ms, utcnow
 
 ACTIVE, REVOKED = "active", "revoked"
 # Never hand the hash out of this module unless the caller asked for it to verify a key.
 PUBLIC_FIELDS = {"hash": 0}
+
+
+class ApiKey(Record):
+    """A key's public record (never its hash)."""
+
+    key_id: str = Field(validation_alias=AliasChoices("_id", "key_id"))
+    name: str
+    prefix: str
+    scopes: list[str]
+    status: str = ACTIVE
+    created_ms: int | None = None
+    last_used_ms: int | None = None
+    revoked_ms: int | None = None
+
+
+def _key(doc: Doc | None) -> ApiKey | None:
+    return None if doc is None else ApiKey.model_validate(doc)
 
 
 class ApiKeyRepository:
@@ -24,24 +42,29 @@ class ApiKeyRepository:
     async def ensure_indexes(self) -> None:
         await self.col.create_index("name")
 
-    async def insert(self, doc: Doc) -> None:
-        await self.col.insert_one(doc)
+    async def insert(self, key: ApiKey, *, key_hash: str) -> None:
+        doc = {"_id": key.key_id, **key.model_dump(exclude={"key_id"})}
+        await self.col.insert_one({**doc, "created_at": utcnow(), "hash": key_hash})
 
-    async def get_with_hash(self, key_id: str) -> Doc | None:
-        """The record, hash included, for verifying a presented key."""
-        return await self.col.find_one({"_id": key_id})
+    async def get_with_hash(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The record and its hash, for verifying a presented key."""
+        doc = await self.col.find_one({"_id": key_id})
+        return None if doc is None else (ApiKey.model_validate(doc), str(doc.get("hash", "")))
 
-    async def list_keys(self, *, include_revoked: bool) -> list[Doc]:
+    async def list_keys(self, *, include_revoked: bool) -> list[ApiKey]:
         query: Doc = {} if include_revoked else {"status": ACTIVE}
-        return await self.col.find(query, PUBLIC_FIELDS).sort("created_ms", 1).to_list(None)
+        docs = await self.col.find(query, PUBLIC_FIELDS).sort("created_ms", 1).to_list(None)
+        return [ApiKey.model_validate(doc) for doc in docs]
 
-    async def revoke(self, key_id: str) -> Doc | None:
+    async def revoke(self, key_id: str) -> ApiKey | None:
         """Mark the key revoked; None when no active key has this id."""
-        return await self.col.find_one_and_update(
-            {"_id": key_id, "status": ACTIVE},
-            {"$set": {"status": REVOKED, "revoked_ms": epoch_ms()}},
-            projection=PUBLIC_FIELDS,
-            return_document=ReturnDocument.AFTER,
+        return _key(
+            await self.col.find_one_and_update(
+                {"_id": key_id, "status": ACTIVE},
+                {"$set": {"status": REVOKED, "revoked_ms": epoch_ms()}},
+                projection=PUBLIC_FIELDS,
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
     async def touch(self, key_id: str, *, now_ms: int) -> None:

@@ -15,10 +15,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from app.api_keys.repository import ACTIVE, ApiKeyRepository
+from app.api_keys.repository import ACTIVE, ApiKey, ApiKeyRepository
 from app.audit.service import Actor, AuditService, RequestMeta
 from app.kit.errors import AppError, Unauthorized
-from app.kit.store import Doc, epoch_ms, utcnow
+from app.kit.store import epoch_ms
 
 SCOPES = ("org:read", "org:create", "org:list")
 KEY_PATTERN = re.compile(r"^osk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -70,7 +70,7 @@ class ApiKeyService:
 
     async def create(
         self, *, name: str, scopes: list[str], actor: Actor, meta: RequestMeta
-    ) -> tuple[Doc, str]:
+    ) -> tuple[ApiKey, str]:
         """A new key's public record and the key itself (shown once, never stored)."""
         if not NAME_PATTERN.match(name):
             raise ValueError("name: 1-64 letters, digits, space, . _ : - (starting alphanumeric)")
@@ -79,32 +79,28 @@ class ApiKeyService:
             raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {unknown or '[]'}")
         key_id = secrets.token_hex(6)
         key = f"osk_{key_id}_{secrets.token_urlsafe(32)}"
-        record: Doc = {
-            "_id": key_id,
-            "name": name,
-            "prefix": f"osk_{key_id}",
-            "scopes": sorted(set(scopes)),
-            "status": ACTIVE,
-            "created_at": utcnow(),
-            "created_ms": epoch_ms(),
-            "last_used_ms": None,
-            "revoked_ms": None,
-        }
-        await self.repo.insert({**record, "hash": hash_key(key)})
+        record = ApiKey(
+            key_id=key_id,
+            name=name,
+            prefix=f"osk_{key_id}",
+            scopes=sorted(set(scopes)),
+            created_ms=epoch_ms(),
+        )
+        await self.repo.insert(record, key_hash=hash_key(key))
         await self.audit.record(
             "api_key.create",
             actor=actor,
             meta=meta,
             organization_id=None,
-            details={"key_id": key_id, "name": name, "scopes": record["scopes"]},
+            details={"key_id": key_id, "name": name, "scopes": record.scopes},
         )
         return record, key
 
-    async def list_keys(self, *, include_revoked: bool = False) -> list[Doc]:
+    async def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
         """Every key's public record (never a hash), oldest first."""
         return await self.repo.list_keys(include_revoked=include_revoked)
 
-    async def revoke(self, key_id: str, *, actor: Actor, meta: RequestMeta) -> Doc | None:
+    async def revoke(self, key_id: str, *, actor: Actor, meta: RequestMeta) -> ApiKey | None:
         """Revoke a key by id or prefix; None when no active key matches."""
         key_id = key_id.removeprefix("osk_")
         record = await self.repo.revoke(key_id)
@@ -124,16 +120,13 @@ class ApiKeyService:
         match = KEY_PATTERN.match(presented)
         if match is None:
             raise invalid_key()
-        record = await self.repo.get_with_hash(match.group(1))
-        if (
-            record is None
-            or not hmac.compare_digest(str(record.get("hash", "")), hash_key(presented))
-            or record.get("status") != ACTIVE
-        ):
+        found = await self.repo.get_with_hash(match.group(1))
+        if found is None:
+            raise invalid_key()
+        record, stored_hash = found
+        if not hmac.compare_digest(stored_hash, hash_key(presented)) or record.status != ACTIVE:
             raise invalid_key()
         now = epoch_ms()
-        if (record.get("last_used_ms") or 0) < now - TOUCH_EVERY_MS:
-            await self.repo.touch(record["_id"], now_ms=now)
-        return KeyPrincipal(
-            key_id=record["_id"], name=record["name"], scopes=frozenset(record["scopes"])
-        )
+        if (record.last_used_ms or 0) < now - TOUCH_EVERY_MS:
+            await self.repo.touch(record.key_id, now_ms=now)
+        return KeyPrincipal(key_id=record.key_id, name=record.name, scopes=frozenset(record.scopes))

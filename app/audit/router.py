@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from app.audit.service import AUDIT_CURSOR_FORMAT
 from app.deps import Audit, CurrentAdmin
 from app.kit.fields import UtcTime
 from app.kit.pagination import Page
 from app.kit.responses import errors
-from app.kit.store import Doc, as_utc
 
 router = APIRouter(prefix="/org", tags=["audit"])
 
@@ -21,12 +19,16 @@ router = APIRouter(prefix="/org", tags=["audit"])
 class AuditActor(BaseModel):
     """Who acted: `admin` (id = admin_id), `api_key` (id = key id), `cli` or `anonymous`."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     type: str
     id: str | None
 
 
 class AuditEntry(BaseModel):
     """One audited action. Never holds a password, hash, token or API key."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str
     at: UtcTime
@@ -42,22 +44,6 @@ class AuditEntry(BaseModel):
 
 class AuditPage(Page[AuditEntry]):
     """One page of entries; pass `next_cursor` back as `cursor` for the next (null: no more)."""
-
-
-def to_entry(doc: Doc) -> AuditEntry:
-    at: datetime | str = doc["at"]
-    return AuditEntry(
-        id=doc["_id"],
-        at=as_utc(at),
-        action=doc["action"],
-        outcome=doc["outcome"],
-        code=doc.get("code"),
-        actor=AuditActor(type=doc["actor"]["type"], id=doc["actor"].get("id")),
-        organization_id=doc.get("organization_id"),
-        ip=doc.get("ip"),
-        request_id=doc.get("request_id"),
-        details=doc.get("details") or {},
-    )
 
 
 @router.get("/audit", response_model=AuditPage, responses=errors(401, 422, 503))
@@ -82,5 +68,10 @@ async def audit_log(
     ] = None,
 ) -> AuditPage:
     """The caller's organization's audit entries, newest first (cursor pagination)."""
-    docs, next_cursor = await audit.page(caller.claims.organization_id, limit=limit, cursor=cursor)
-    return AuditPage(items=[to_entry(d) for d in docs], next_cursor=next_cursor)
+    entries, next_cursor = await audit.page(
+        caller.claims.organization_id, limit=limit, cursor=cursor
+    )
+    return AuditPage(
+        items=[AuditEntry.model_validate(e, from_attributes=True) for e in entries],
+        next_cursor=next_cursor,
+    )

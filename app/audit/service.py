@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from app.audit.repository import AuditRepository
+from app.audit.repository import ActorRecord, AuditRecord, AuditRepository
 from app.kit.errors import AppError
 from app.kit.events import DomainEvent
 from app.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
@@ -50,8 +50,8 @@ class Actor:
     type: str  # "admin" | "api_key" | "cli" | "anonymous"
     id: str | None = None
 
-    def as_doc(self) -> Doc:
-        return {"type": self.type, "id": self.id}
+    def as_record(self) -> ActorRecord:
+        return ActorRecord(type=self.type, id=self.id)
 
 
 ANONYMOUS = Actor("anonymous")
@@ -102,31 +102,34 @@ class AuditService:
     ) -> None:
         """Write one entry; a database failure is logged (never raised): see the module doc."""
         now = utcnow()
-        entry: Doc = {
-            "_id": new_id(),
-            "at": now,
-            "at_ms": epoch_ms(),
-            "action": action,
-            "outcome": outcome,
-            "code": code,
-            "actor": actor.as_doc(),
-            "organization_id": organization_id,
-            "ip": meta.ip,
-            "request_id": meta.request_id,
-            "details": clean(details or {}),
-            # An entry of no organization would otherwise live for ever: it gets its clock now.
-            "expires_at": None if organization_id else now + self.retention,
-        }
+        entry = AuditRecord(
+            id=new_id(),
+            at=now,
+            at_ms=epoch_ms(),
+            action=action,
+            outcome=outcome,
+            code=code,
+            actor=actor.as_record(),
+            organization_id=organization_id,
+            ip=meta.ip,
+            request_id=meta.request_id,
+            details=clean(details or {}),
+        )
+        # An entry of no organization would otherwise live for ever: it gets its clock now.
+        expires_at = None if organization_id else now + self.retention
+        expires_ms = None
         if closes_organization:
-            entry["expires_at"] = now + self.retention
-            entry["expires_ms"] = epoch_ms(self.retention.total_seconds())
+            expires_at = now + self.retention
+            expires_ms = epoch_ms(self.retention.total_seconds())
         if log_only:
-            log.error("audit entry not written", extra={"audit": entry, "error": "skipped"})
+            log.error(
+                "audit entry not written", extra={"audit": entry.to_doc(), "error": "skipped"}
+            )
             return
         try:
-            await self.repo.insert(entry)
+            await self.repo.insert(entry, expires_at=expires_at, expires_ms=expires_ms)
         except StoreError as exc:
-            self._write_failed("audit entry not written", exc, audit=entry)
+            self._write_failed("audit entry not written", exc, audit=entry.to_doc())
 
     @asynccontextmanager
     async def track(
@@ -192,14 +195,14 @@ class AuditService:
 
     async def page(
         self, organization_id: str, *, limit: int, cursor: str | None
-    ) -> tuple[list[Doc], str | None]:
+    ) -> tuple[list[AuditRecord], str | None]:
         """A page of the organization's entries, newest first, and the cursor of the next."""
         before = entry_position(cursor) if cursor else None
-        docs = await self.repo.page(organization_id, limit=limit + 1, before=before)
-        more = len(docs) > limit
-        docs = docs[:limit]
-        next_cursor = entry_cursor(docs[-1]["at_ms"], docs[-1]["_id"]) if more else None
-        return docs, next_cursor
+        entries = await self.repo.page(organization_id, limit=limit + 1, before=before)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        next_cursor = entry_cursor(entries[-1].at_ms, entries[-1].id) if more else None
+        return entries, next_cursor
 
 
 def entry_cursor(at_ms: int, entry_id: str) -> str:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from pydantic import AliasChoices, Field
 from pymongo.errors import DuplicateKeyError
 
-from app.kit.store import Collection, Database, Doc, insert_unique
+from app.kit.store import Collection, Database, Doc, Record, insert_unique
+
+
+class AdminCredentials(Record):
+    """What a login needs of an admin: never leaves the auth service."""
+
+    admin_id: str = Field(validation_alias=AliasChoices("_id", "admin_id"))
+    organization_id: str
+    password_hash: str
+    password_version: int = 0  # incremented with every new password (not by a rehash)
 
 
 class AdminRepository:
@@ -17,15 +29,33 @@ class AdminRepository:
         await self.col.create_index("email_lower", unique=True)
         await self.col.create_index("organization_id")
 
-    async def insert(self, doc: Doc) -> bool:
+    async def insert(
+        self,
+        admin_id: str,
+        *,
+        email: str,
+        organization_id: str,
+        password_hash: str,
+        created_at: datetime,
+    ) -> bool:
         """False when the email is taken (unique index on the lower-cased email)."""
+        doc: Doc = {
+            "_id": admin_id,
+            "email": email,
+            "email_lower": email.lower(),
+            "organization_id": organization_id,
+            "password_hash": password_hash,
+            "password_version": 0,
+            "created_at": created_at,
+        }
         return await insert_unique(self.col, doc)
 
-    async def by_email(self, email: str) -> Doc | None:
-        return await self.col.find_one(
+    async def by_email(self, email: str) -> AdminCredentials | None:
+        doc = await self.col.find_one(
             {"email_lower": email.lower()},
             {"password_hash": 1, "organization_id": 1, "password_version": 1},
         )
+        return None if doc is None else AdminCredentials.model_validate(doc)
 
     async def password_version(self, admin_id: str) -> int | None:
         """How many times the password was changed (None: no such admin)."""

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.audit.service import ANONYMOUS, FAILURE, Actor, AuditService, RequestMeta
+from app.auth.admins import AdminRepository
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter, RateLimited
+from app.auth.revocations import RevocationRepository
 from app.auth.schemas import LoginRequest, TokenResponse
 from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
 from app.kit.errors import InvalidCredentials, Unauthorized
 from app.kit.events import DomainEvent, EventHook
-from app.kit.store import Doc, epoch_ms
-from app.tenancy.context import Stores
+from app.kit.store import epoch_ms
+from app.organizations.records import Organization
+from app.organizations.repository import OrganizationRepository
 
 NO_META = RequestMeta()
 REVOCATION_GRACE_SECONDS = 60
@@ -31,7 +34,7 @@ class Principal:
     """An authenticated admin and the organization record read while checking the token."""
 
     claims: TokenClaims
-    organization: Doc
+    organization: Organization
 
     @property
     def actor(self) -> Actor:
@@ -46,15 +49,19 @@ class AuthService:
 
     def __init__(
         self,
-        stores: Stores,
+        *,
+        orgs: OrganizationRepository,
+        admins: AdminRepository,
+        revocations: RevocationRepository,
         hasher: PasswordHasher,
         tokens: TokenManager,
-        *,
         limiter: LoginLimiter | None = None,
         audit: AuditService | None = None,
         events: EventHook | None = None,
     ) -> None:
-        self.stores = stores
+        self.orgs = orgs
+        self.admins = admins
+        self.revocations = revocations
         self.hasher = hasher
         self.tokens = tokens
         self.limiter = limiter
@@ -90,49 +97,46 @@ class AuthService:
                     code="rate_limited",
                 )  # fmt: skip
                 raise
-        admin = await self.stores.admins.by_email(body.email)
-        ok = await self.hasher.verify(body.password, admin["password_hash"] if admin else None)
+        admin = await self.admins.by_email(body.email)
+        ok = await self.hasher.verify(body.password, admin.password_hash if admin else None)
         org = None
         if ok and admin is not None:
-            org = await self.stores.orgs.get_active(admin["organization_id"])
+            org = await self.orgs.get_active(admin.organization_id)
             # A password change writes the new hash (with a new password version) before it
             # revokes older tokens. Read after the organization: if the version verified above
             # is no longer current, the revocation may already be in `org`, and a token carrying
             # it would outlive the change: this login raced a change, and issues nothing.
-            current = await self.stores.admins.password_version(admin["_id"])
-            if current != int(admin.get("password_version", 0)):
+            current = await self.admins.password_version(admin.admin_id)
+            if current != admin.password_version:
                 org = None
-        if admin is None or org is None or org["admin"]["admin_id"] != admin["_id"]:
+        if admin is None or org is None or org.admin.admin_id != admin.admin_id:
             # The same writes for an unknown email and a wrong password: same time, same body.
             # The reserved slots stay taken: they are this failure's record.
             await self._audit(
                 "admin.login",
-                actor=Actor("admin", admin["_id"]) if admin else ANONYMOUS,
+                actor=Actor("admin", admin.admin_id) if admin else ANONYMOUS,
                 meta=meta,
-                organization_id=admin["organization_id"] if admin else None,
+                organization_id=admin.organization_id if admin else None,
                 code=InvalidCredentials.code,
             )
             raise InvalidCredentials()
         if self.limiter is not None and reservation is not None:
             await self.limiter.succeeded(reservation)
-        if self.hasher.needs_rehash(admin["password_hash"]):
+        if self.hasher.needs_rehash(admin.password_hash):
             # BCRYPT_ROUNDS changed since this hash was made: upgrade it now that we know the
             # password, so its login costs what an unknown email's does.
             new_hash = await self.hasher.hash(body.password)
-            await self.stores.admins.rehash(
-                admin["_id"], old_hash=admin["password_hash"], new_hash=new_hash
+            await self.admins.rehash(
+                admin.admin_id, old_hash=admin.password_hash, new_hash=new_hash
             )
+        org_id, admin_id = org.organization_id, admin.admin_id
         token, claims = self.tokens.issue(
-            admin_id=admin["_id"],
-            organization_id=org["_id"],
-            version=int(org["admin"].get("token_version", 0)),
+            admin_id=admin_id, organization_id=org_id, version=org.admin.token_version
         )
         await self._audit(
-            "admin.login", actor=Actor("admin", admin["_id"]), meta=meta, organization_id=org["_id"]
+            "admin.login", actor=Actor("admin", admin_id), meta=meta, organization_id=org_id
         )
-        await self.events.emit(
-            DomainEvent("admin.logged_in", org["_id"], {"admin_id": admin["_id"]})
-        )
+        await self.events.emit(DomainEvent("admin.logged_in", org_id, {"admin_id": admin_id}))
         return TokenResponse(
             access_token=token,
             expires_in=claims.expires_at - claims.issued_at,
@@ -146,16 +150,16 @@ class AuthService:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
-        org = await self.stores.orgs.get_active(claims.organization_id)
+        org = await self.orgs.get_active(claims.organization_id)
         if (
             org is None
-            or org["admin"]["admin_id"] != claims.admin_id
-            or int(org["admin"].get("token_version", 0)) != claims.version
+            or org.admin.admin_id != claims.admin_id
+            or org.admin.token_version != claims.version
             # The denylist is read only while the record says an entry may exist: most
             # organizations never log a token out, and their requests cost one read.
             or (
-                epoch_ms() < int(org["admin"].get("denylist_until_ms", 0))
-                and await self.stores.revocations.is_revoked(claims.jti)
+                epoch_ms() < org.admin.denylist_until_ms
+                and await self.revocations.is_revoked(claims.jti)
             )
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
@@ -167,10 +171,10 @@ class AuthService:
         # First tell the organization record that a denylist entry may exist until then (so
         # authentication knows to look), then write the entry: a crash in between only makes
         # requests look at the denylist for nothing, never miss an entry.
-        await self.stores.orgs.mark_denylist(
+        await self.orgs.mark_denylist(
             claims.organization_id, until_ms=(claims.expires_at + REVOCATION_GRACE_SECONDS) * 1000
         )
-        await self.stores.revocations.revoke(
+        await self.revocations.revoke(
             claims.jti,
             admin_id=claims.admin_id,
             organization_id=claims.organization_id,
@@ -188,7 +192,7 @@ class AuthService:
     async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
         """Revoke every token of this admin (a new token version, as a password change does)."""
         claims = principal.claims
-        bumped = await self.stores.orgs.bump_token_version(
+        bumped = await self.orgs.bump_token_version(
             claims.organization_id, admin_id=claims.admin_id
         )
         if bumped is None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from app.api_keys.repository import ApiKey
 from app.api_keys.service import SCOPES
 from app.audit.service import CLI_META, Actor
 from app.cli.base import run
@@ -28,17 +29,17 @@ def _ms_to_iso(ms: int | None) -> str | None:
     )
 
 
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    """A key's record as shown to the operator: never its hash."""
+def _public(key: ApiKey) -> dict[str, Any]:
+    """A key's record as shown to the operator (the record never holds its hash)."""
     return {
-        "id": doc["_id"],
-        "name": doc["name"],
-        "prefix": doc["prefix"],
-        "scopes": doc["scopes"],
-        "status": doc["status"],
-        "created_at": _ms_to_iso(doc.get("created_ms")),
-        "last_used_at": _ms_to_iso(doc.get("last_used_ms")),
-        "revoked_at": _ms_to_iso(doc.get("revoked_ms")),
+        "id": key.key_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "status": key.status,
+        "created_at": _ms_to_iso(key.created_ms),
+        "last_used_at": _ms_to_iso(key.last_used_ms),
+        "revoked_at": _ms_to_iso(key.revoked_ms),
     }
 
 
@@ -59,9 +60,9 @@ def create(
             f"scopes must be some of {', '.join(SCOPES)}", param_hint="--scopes"
         )
 
-    async def go(state: AppState) -> tuple[dict[str, Any], str]:
+    async def go(state: AppState) -> tuple[ApiKey, str]:
         try:
-            made: tuple[dict[str, Any], str] = await state.api_keys.create(
+            made = await state.api_keys.create(
                 name=name, scopes=wanted, actor=_actor(), meta=CLI_META
             )
         except ValueError as exc:
@@ -79,23 +80,19 @@ def list_keys(
 ) -> None:
     """List keys (id, name, prefix, scopes, last use), one JSON object per line."""
 
-    async def go(state: AppState) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = await state.api_keys.list_keys(include_revoked=all_)
-        return docs
+    async def go(state: AppState) -> list[ApiKey]:
+        return await state.api_keys.list_keys(include_revoked=all_)
 
-    for doc in run(go):
-        typer.echo(json.dumps(_public(doc)))
+    for key in run(go):
+        typer.echo(json.dumps(_public(key)))
 
 
 @api_key_cli.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key's id or prefix (osk_<id>).")) -> None:
     """Revoke a key: it is refused from the next request on, on every replica."""
 
-    async def go(state: AppState) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await state.api_keys.revoke(
-            key_id, actor=_actor(), meta=CLI_META
-        )
-        return found
+    async def go(state: AppState) -> ApiKey | None:
+        return await state.api_keys.revoke(key_id, actor=_actor(), meta=CLI_META)
 
     record = run(go)
     if record is None:

@@ -9,21 +9,20 @@ import typer
 
 from app.cli.base import run
 from app.kit.errors import InvalidInput, NotFound
-from app.kit.store import Doc
+from app.organizations.records import Organization
 from app.wiring import AppState
 
 orgs_cli = typer.Typer(help="Look at organizations (read-only).", no_args_is_help=True)
 
 
-def _public(doc: Doc) -> dict[str, Any]:
+def _public(org: Organization) -> dict[str, Any]:
     return {
-        "organization_id": doc["_id"],
-        "organization_name": doc["organization_name"],
-        "slug": doc["slug"],
-        "collection_name": doc["collection_name"],
-        "admin": {"admin_id": doc["admin"]["admin_id"], "email": doc["admin"]["email"]},
-        "status": doc["status"],
-        "created_at": str(doc["created_at"]),
+        **org.model_dump(
+            mode="json",
+            include={"organization_id", "organization_name", "slug", "collection_name", "status"},
+        ),
+        "admin": {"admin_id": org.admin.admin_id, "email": org.admin.email},
+        "created_at": str(org.created_at),
     }
 
 
@@ -34,12 +33,12 @@ def orgs_list(
 ) -> None:
     """List active organizations by slug, one JSON object per line."""
 
-    async def go(state: AppState) -> list[Doc]:
-        docs, _ = await state.orgs.list_page(limit=limit, after=after)
-        return docs
+    async def go(state: AppState) -> list[Organization]:
+        orgs, _ = await state.orgs.list_page(limit=limit, after=after)
+        return orgs
 
-    for doc in run(go):
-        typer.echo(json.dumps(_public(doc), ensure_ascii=False))
+    for org in run(go):
+        typer.echo(json.dumps(_public(org), ensure_ascii=False))
 
 
 @orgs_cli.command("show")
@@ -48,13 +47,13 @@ def orgs_show(name: str = typer.Argument(..., help="Organization name (matched b
 
     async def go(state: AppState) -> dict[str, Any] | None:
         try:
-            doc = await state.orgs.get_any(name)
+            org = await state.orgs.get_any(name)
         except NotFound:
             return None
         except InvalidInput as exc:
             detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
             raise typer.BadParameter(str(detail)) from None
-        return {**_public(doc), "documents": await state.orgs.document_count(doc)}
+        return {**_public(org), "documents": await state.orgs.document_count(org)}
 
     found = run(go)
     if found is None:

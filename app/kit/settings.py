@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from email.utils import parseaddr
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
@@ -88,6 +89,36 @@ class Settings(BaseSettings):
     # Largest request head (request line + headers); larger is 431, refused while it is read.
     max_header_bytes: int = Field(default=16_384, ge=4096, le=1024 * 1024)
 
+    # --- mail (app/mail/; contract section 7) ---------------------------------------------
+    # `console` (development: the message is logged, the only log line allowed to hold a token),
+    # `file` (one .eml per message in MAIL_FILE_DIR) or `smtp` (SMTP_HOST is then required).
+    mail_backend: Literal["smtp", "file", "console"] = "console"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None  # with SMTP_PASSWORD, or neither (no AUTH)
+    smtp_password: SecretStr | None = None
+    # STARTTLS is required when true (a server that does not offer it is a failed send, never a
+    # silent fall-back to clear text); AUTH without it is refused, it would send the password in
+    # clear.
+    smtp_starttls: bool = True
+    # Each step with the server (connect, TLS, AUTH, DATA) gives up after this long; one whole
+    # attempt is bounded by three times it (app/mail/worker.py MailPolicy).
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # PEM bundle of the CAs trusted for STARTTLS instead of the system's (a private relay's CA).
+    smtp_ca_file: str | None = None
+    mail_from: str = "Organization service <no-reply@localhost>"
+    mail_file_dir: str | None = None  # required by MAIL_BACKEND=file
+    # Links in mails (`.../invitations/accept?token=...`) start with this; no trailing slash.
+    public_base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/?#]+")
+    # A mail that cannot be sent is retried after MAIL_RETRY_BASE_SECONDS, then twice as long
+    # each time (with jitter, at most an hour), MAIL_MAX_ATTEMPTS attempts in all; then it is
+    # given up (`dead`, logged as an error).
+    mail_max_attempts: int = Field(default=8, ge=1, le=100)
+    mail_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # How often each process looks for mails that are due (retries, and mails left by a process
+    # that died between storing and sending them); a new mail is sent at once, not on the poll.
+    mail_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+
     @field_validator("mongodb_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
@@ -95,6 +126,27 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator(
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "smtp_ca_file",
+        "mail_file_dir",
+        mode="before",
+    )
+    @classmethod
+    def _blank_mail_setting_is_unset(cls, value: object) -> object:
+        # `SMTP_USERNAME=` in a .env file means "not set", as for MONGODB_URL.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        # Links are built as PUBLIC_BASE_URL + "/invitations/accept?...": one slash, not two.
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_weak_production(self) -> Settings:
@@ -128,6 +180,24 @@ class Settings(BaseSettings):
         ):
             raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY or _FILE")
         KeyRing.from_settings(self)  # unreadable or unfit keys: refuse now, with a clear reason
+        return self
+
+    @model_validator(mode="after")
+    def _check_mail_settings(self) -> Settings:
+        problems: list[str] = []
+        if self.mail_backend == "smtp" and not self.smtp_host:
+            problems.append("MAIL_BACKEND=smtp needs SMTP_HOST")
+        if self.mail_backend == "file" and not self.mail_file_dir:
+            problems.append("MAIL_BACKEND=file needs MAIL_FILE_DIR")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            problems.append("SMTP_USERNAME and SMTP_PASSWORD go together (both, or neither)")
+        elif self.smtp_username is not None and not self.smtp_starttls:
+            problems.append("SMTP_PASSWORD with SMTP_STARTTLS=false would go in clear")
+        _, address = parseaddr(self.mail_from)
+        if "@" not in address:
+            problems.append("MAIL_FROM is not an address (`Name <user@domain>` or `user@domain`)")
+        if problems:
+            raise ValueError("mail settings: " + "; ".join(problems))
         return self
 
     @property

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from bson import ObjectId
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
@@ -60,3 +61,22 @@ def epoch_ms(offset_seconds: float = 0.0) -> int:
     Integers compare the same on every store (nx-27017 turns `$set` datetimes into strings).
     """
     return int(time.time() * 1000 + offset_seconds * 1000)
+
+
+def _stored_time(value: object) -> object:
+    return as_utc(value) if isinstance(value, datetime | str) else value
+
+
+# A datetime as read back from any store: aware, in UTC (see `as_utc`).
+StoredTime = Annotated[datetime, BeforeValidator(_stored_time)]
+
+
+class Record(BaseModel):
+    """A stored document as a typed, read-only value: what repositories return.
+
+    Field names are the contract's JSON names (a record's `_id` is read into the field the
+    contract calls it, e.g. `organization_id`); fields the code does not know are ignored, so a
+    document written by a newer release still reads. Each repository builds its own documents.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")

@@ -19,5 +19,5 @@ async def metrics(state: State) -> Response:
     """Prometheus exposition of this process's metrics."""
     with contextlib.suppress(StoreError, TimeoutError):
         async with asyncio.timeout(1.0):  # a slow database must not stall the scrape
-            state.metrics.organizations.set(await state.stores.orgs.count_active())
+            state.metrics.organizations.set(await state.orgs.count_active())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,13 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from app.kit.store import Collection, Database, Doc, insert_unique, utcnow
+from app.organizations.records import ACTIVE, CREATING, DELETING, Organization
 
-ACTIVE = "active"
-CREATING = "creating"
-DELETING = "deleting"
+__all__ = ["ACTIVE", "CREATING", "DELETING", "OrganizationRepository"]
+
+
+def _record(doc: Doc | None) -> Organization | None:
+    return None if doc is None else Organization.model_validate(doc)
 
 
 class OrganizationRepository:
@@ -25,18 +28,18 @@ class OrganizationRepository:
         await self.col.create_index("pending_op")
         await self.col.create_index("status")  # the organizations gauge counts on every scrape
 
-    async def insert(self, doc: Doc) -> bool:
+    async def insert(self, org: Organization) -> bool:
         """False when another record has this slug or collection (unique indexes)."""
-        return await insert_unique(self.col, doc)
+        return await insert_unique(self.col, org.to_doc())
 
-    async def get(self, org_id: str) -> Doc | None:
-        return await self.col.find_one({"_id": org_id})
+    async def get(self, org_id: str) -> Organization | None:
+        return _record(await self.col.find_one({"_id": org_id}))
 
-    async def get_active(self, org_id: str) -> Doc | None:
-        return await self.col.find_one({"_id": org_id, "status": ACTIVE})
+    async def get_active(self, org_id: str) -> Organization | None:
+        return _record(await self.col.find_one({"_id": org_id, "status": ACTIVE}))
 
-    async def get_active_by_slug(self, slug: str) -> Doc | None:
-        return await self.col.find_one({"slug": slug, "status": ACTIVE})
+    async def get_active_by_slug(self, slug: str) -> Organization | None:
+        return _record(await self.col.find_one({"slug": slug, "status": ACTIVE}))
 
     async def activate(self, org_id: str, *, op_id: str) -> bool:
         res = await self.col.update_one(
@@ -45,12 +48,14 @@ class OrganizationRepository:
         )
         return res.modified_count == 1
 
-    async def lock(self, org_id: str, *, op_id: str, status: str = ACTIVE) -> Doc | None:
+    async def lock(self, org_id: str, *, op_id: str, status: str = ACTIVE) -> Organization | None:
         """Mark the active organization as busy with `op_id`; None when missing or busy."""
-        return await self.col.find_one_and_update(
-            {"_id": org_id, "status": ACTIVE, "pending_op": None},
-            {"$set": {"pending_op": op_id, "status": status}},
-            return_document=ReturnDocument.AFTER,
+        return _record(
+            await self.col.find_one_and_update(
+                {"_id": org_id, "status": ACTIVE, "pending_op": None},
+                {"$set": {"pending_op": op_id, "status": status}},
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
     async def unlock(self, org_id: str, *, op_id: str) -> None:
@@ -82,23 +87,36 @@ class OrganizationRepository:
         )
         return res.modified_count == 1
 
-    async def set_fields(self, org_id: str, fields: dict[str, Any]) -> Doc | None:
+    async def _set(self, org_id: str, fields: dict[str, Any]) -> Organization | None:
         fields = {**fields, "updated_at": utcnow()}
-        return await self.col.find_one_and_update(
-            {"_id": org_id, "status": ACTIVE},
-            {"$set": fields},
-            return_document=ReturnDocument.AFTER,
+        return _record(
+            await self.col.find_one_and_update(
+                {"_id": org_id, "status": ACTIVE},
+                {"$set": fields},
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
-    async def set_admin_email(self, org_id: str, email: str) -> Doc | None:
-        """Show the admin's new email on the record; the record, or None if not active."""
-        return await self.set_fields(org_id, {"admin.email": email})
+    async def set_name(self, org_id: str, name: str) -> Organization | None:
+        """A new name with the same slug (a rename moves the slug: `finish_rename`); the record,
+        or None if not active."""
+        return await self._set(org_id, {"organization_name": name})
 
-    async def bump_token_version(self, org_id: str, *, admin_id: str) -> Doc | None:
-        return await self.col.find_one_and_update(
-            {"_id": org_id, "admin.admin_id": admin_id},
-            {"$inc": {"admin.token_version": 1}, "$set": {"updated_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
+    async def touch(self, org_id: str) -> Organization | None:
+        """A new `updated_at`; the record, or None if not active."""
+        return await self._set(org_id, {})
+
+    async def set_admin_email(self, org_id: str, email: str) -> Organization | None:
+        """Show the admin's new email on the record; the record, or None if not active."""
+        return await self._set(org_id, {"admin.email": email})
+
+    async def bump_token_version(self, org_id: str, *, admin_id: str) -> Organization | None:
+        return _record(
+            await self.col.find_one_and_update(
+                {"_id": org_id, "admin.admin_id": admin_id},
+                {"$inc": {"admin.token_version": 1}, "$set": {"updated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
     async def mark_denylist(self, org_id: str, *, until_ms: int) -> None:
@@ -111,8 +129,9 @@ class OrganizationRepository:
     async def count_active(self) -> int:
         return await self.col.count_documents({"status": ACTIVE})
 
-    async def list_active(self, *, limit: int, after: str | None = None) -> list[Doc]:
+    async def list_active(self, *, limit: int, after: str | None = None) -> list[Organization]:
         query: Doc = {"status": ACTIVE}
         if after is not None:
             query["slug"] = {"$gt": after}
-        return await self.col.find(query).sort("slug", 1).limit(limit).to_list(length=limit)
+        docs = await self.col.find(query).sort("slug", 1).limit(limit).to_list(length=limit)
+        return [Organization.model_validate(doc) for doc in docs]

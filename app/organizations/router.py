@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
-from pydantic import WithJsonSchema
+from pydantic import AfterValidator, WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.audit.service import ANONYMOUS
@@ -24,22 +24,30 @@ from app.deps import (
 from app.kit.errors import Unauthorized
 from app.kit.pagination import Page, decode_cursor, encode_cursor
 from app.kit.responses import BODY_ERRORS, errors
-from app.kit.store import Doc, as_utc
+from app.organizations.records import Organization
 from app.organizations.schemas import (
     NAME_DESCRIPTION,
     NAME_FORMAT,
     SLUG_CURSOR_FORMAT,
-    AdminRead,
     OrganizationCreate,
     OrganizationRead,
     OrganizationUpdate,
+    slug_rules,
 )
-from app.tenancy.names import MAX_NAME_CHARS
+from app.tenancy.names import MAX_NAME_CHARS, use_rules
 
-router = APIRouter(prefix="/org", tags=["organizations"])
+
+async def name_rules(state: State) -> None:
+    """This app's slug rules, for the name type of this request's models (see
+    `app.tenancy.names`); a route dependency, so it runs before any parameter is validated."""
+    use_rules(state.orgs.names)
+
+
+router = APIRouter(prefix="/org", tags=["organizations"], dependencies=[Depends(name_rules)])
 
 NameQuery = Annotated[
     str,
+    AfterValidator(slug_rules),
     Query(
         min_length=1,
         max_length=MAX_NAME_CHARS,
@@ -48,19 +56,6 @@ NameQuery = Annotated[
         json_schema_extra={"format": NAME_FORMAT},
     ),
 ]
-
-
-def to_read(doc: Doc) -> OrganizationRead:
-    """The contract's organization object from a stored record (no secrets in it)."""
-    return OrganizationRead(
-        organization_id=doc["_id"],
-        organization_name=doc["organization_name"],
-        slug=doc["slug"],
-        collection_name=doc["collection_name"],
-        admin=AdminRead(admin_id=doc["admin"]["admin_id"], email=doc["admin"]["email"]),
-        created_at=as_utc(doc["created_at"]),
-        updated_at=as_utc(doc["updated_at"]),
-    )
 
 
 async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
@@ -101,13 +96,12 @@ async def create_organization(
     orgs: OrgService,
     meta: Meta,
     key: Annotated[KeyPrincipal | None, Depends(create_gate)],
-) -> OrganizationRead:
+) -> Organization:
     """Create an organization, its admin and its tenant collection.
 
     Open to anyone unless ORG_CREATE_REQUIRES_KEY is set; then it needs `X-API-Key` with the
     `org:create` scope (401 without a key, 403 without the scope)."""
-    org = await orgs.create(body, actor=key.actor if key else ANONYMOUS, meta=meta)
-    return to_read(org)
+    return await orgs.create(body, actor=key.actor if key else ANONYMOUS, meta=meta)
 
 
 def document_required_create_key(app: FastAPI) -> None:
@@ -126,7 +120,7 @@ def document_required_create_key(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgService) -> Doc:
+async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgService) -> Organization:
     """Authorization of `GET /org/get`: `org:read` (every admin has it on its own organization;
     a key needs the scope), then the organization as this caller may see it. The name is a
     parameter here so that a bad name is a 422 before any 403, as before."""
@@ -153,10 +147,12 @@ async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgServic
         ),
     ),
 )
-async def get_organization(organization: Annotated[Doc, Depends(readable)]) -> OrganizationRead:
+async def get_organization(
+    organization: Annotated[Organization, Depends(readable)],
+) -> Organization:
     """An organization by name (matched by slug): the caller's own with a bearer token, any
     with an API key that has the `org:read` scope."""
-    return to_read(organization)
+    return organization
 
 
 class OrganizationPage(Page[OrganizationRead]):
@@ -199,9 +195,10 @@ async def list_organizations(
 ) -> OrganizationPage:
     """Every active organization, by slug, in pages (API key with the `org:list` scope)."""
     after = decode_cursor(cursor) if cursor is not None else None
-    docs, last = await orgs.list_page(limit=limit, after=after)
+    found, last = await orgs.list_page(limit=limit, after=after)
     return OrganizationPage(
-        items=[to_read(d) for d in docs], next_cursor=encode_cursor(last) if last else None
+        items=[OrganizationRead.of(org) for org in found],
+        next_cursor=encode_cursor(last) if last else None,
     )
 
 
@@ -224,10 +221,9 @@ async def list_organizations(
 )
 async def update_organization(
     body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, meta: Meta
-) -> OrganizationRead:
+) -> Organization:
     """Rename the caller's organization and/or change its admin's email or password."""
-    org = await orgs.update(caller.organization, body, actor=caller.actor, meta=meta)
-    return to_read(org)
+    return await orgs.update(caller.organization, body, actor=caller.actor, meta=meta)
 
 
 @router.delete(

@@ -12,10 +12,12 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from app.auth.schemas import Password
 from app.kit.fields import Email, StrictModel, UtcTime, no_null
-from app.tenancy.names import MAX_NAME_CHARS
+from app.organizations.records import Organization
+from app.tenancy.names import MAX_NAME_CHARS, InvalidName, current_rules
 
 NAME_FORMAT = "organization-name"
 SLUG_CURSOR_FORMAT = "slug-cursor"  # `GET /org/list`
@@ -26,10 +28,23 @@ NAME_DESCRIPTION = (
     "which must fit a MongoDB namespace as `org_<slug>`. Otherwise 422."
 )
 
+
+def slug_rules(name: str) -> str:
+    """Run the deployment's slug rules on a name (`app.tenancy.names.NameRules`), so that every
+    bad name, in a body or a query, is the same 422 as a too-long one: `loc` says where it was,
+    `msg` says why."""
+    try:
+        current_rules().slug(name)
+    except InvalidName as exc:
+        raise PydanticCustomError("value_error", str(exc)) from None
+    return name
+
+
 OrganizationName = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=MAX_NAME_CHARS),
     AfterValidator(no_null),
+    AfterValidator(slug_rules),
     Field(
         examples=["Acme Corp"],
         description=NAME_DESCRIPTION,
@@ -74,12 +89,18 @@ class OrganizationUpdate(StrictModel):
 
 
 class AdminRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     admin_id: str
     email: str
 
 
+# Routes return the stored record (`records.Organization`); this model picks what callers see
+# of it (its docstring is the OpenAPI description).
 class OrganizationRead(BaseModel):
     """The organization object of the contract."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     organization_id: str
     organization_name: str
@@ -88,3 +109,7 @@ class OrganizationRead(BaseModel):
     admin: AdminRead
     created_at: UtcTime
     updated_at: UtcTime
+
+    @classmethod
+    def of(cls, org: Organization) -> OrganizationRead:
+        return cls.model_validate(org, from_attributes=True)

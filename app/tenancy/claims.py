@@ -6,7 +6,17 @@ still carries the old one; a claim document keyed by the slug gives that, race-f
 
 from __future__ import annotations
 
-from app.kit.store import Collection, Database, Doc, insert_unique, utcnow
+from pydantic import AliasChoices, Field
+
+from app.kit.store import Collection, Database, Record, insert_unique, utcnow
+
+
+class Claim(Record):
+    """Who holds a slug, and through which operation."""
+
+    slug: str = Field(validation_alias=AliasChoices("_id", "slug"))
+    organization_id: str
+    op_id: str | None = None
 
 
 class ClaimRepository:
@@ -23,8 +33,9 @@ class ClaimRepository:
         claim = {"_id": slug, "organization_id": org_id, "op_id": op_id, "created_at": utcnow()}
         return await insert_unique(self.col, claim)
 
-    async def owner(self, slug: str) -> Doc | None:
-        return await self.col.find_one({"_id": slug})
+    async def owner(self, slug: str) -> Claim | None:
+        doc = await self.col.find_one({"_id": slug})
+        return None if doc is None else Claim.model_validate(doc)
 
     async def release(self, slug: str, *, org_id: str) -> None:
         await self.col.delete_one({"_id": slug, "organization_id": org_id})

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import regex
 
@@ -90,3 +94,46 @@ def assert_safe_collection(collection: str) -> None:
         or slugify(collection) != collection
     ):
         raise InvalidName(f"unsafe collection name {collection!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class NameRules:
+    """The slug rules of one deployment: the namespace limit of its database, and whether its
+    store takes non-ASCII collection names (nx-27017 without the launcher's patch does not:
+    found out at start-up, so such names are a clear 422 rather than a failed create)."""
+
+    db_name: str = "org_service"
+    ascii_only: bool = False
+
+    def slug(self, name: str) -> str:
+        """The slug of `name`, or InvalidName."""
+        slug = validate_name(name, db_name=self.db_name)
+        if self.ascii_only and not slug.isascii():
+            raise InvalidName("this database only supports ASCII organization names")
+        return slug
+
+
+# The rules the name type of the request models checks against (`OrganizationName`): pydantic
+# has no way to hand a validator the app's state, so the organization routes put their app's
+# rules here for the request (its own task and context), and the CLI for its command.
+DEFAULT_RULES = NameRules()  # frozen: safe to share
+_rules: ContextVar[NameRules] = ContextVar("name_rules", default=DEFAULT_RULES)
+
+
+def current_rules() -> NameRules:
+    return _rules.get()
+
+
+def use_rules(rules: NameRules) -> None:
+    """Make `rules` the ones of the current context (a request's task)."""
+    _rules.set(rules)
+
+
+@contextmanager
+def rules_in_force(rules: NameRules) -> Iterator[None]:
+    """`rules` for the duration of a block (a CLI command, a test)."""
+    token = _rules.set(rules)
+    try:
+        yield
+    finally:
+        _rules.reset(token)

@@ -12,11 +12,43 @@ started operation and rolls a committed one forward.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from pydantic import AliasChoices, ConfigDict, Field
 from pymongo import ReturnDocument
 
-from app.kit.store import Collection, Database, Doc, epoch_ms, utcnow
+from app.kit.store import Collection, Database, Doc, Record, epoch_ms, utcnow
 
 STARTED, COMMITTED = "started", "committed"
+
+Kind = TypeVar("Kind", bound="Operation")
+
+
+class Operation(Record):
+    """An intent as stored. Each kind (a feature's own subclass, with a `kind` literal and the
+    fields its steps need) reads its fields through `as_kind`."""
+
+    # The fields of a kind travel through this base, so none is dropped before `as_kind`.
+    model_config = ConfigDict(extra="allow")
+
+    op_id: str = Field(validation_alias=AliasChoices("_id", "op_id"))
+    kind: str
+    organization_id: str
+    state: str | None = None  # None: recorded by a release before commit points
+    fence: int = 1
+
+    @property
+    def committed(self) -> bool:
+        return self.state == COMMITTED
+
+    def as_kind(self, cls: type[Kind]) -> Kind:
+        """This operation as its kind's record (a ValidationError if it is not one)."""
+        return cls.model_validate(self.model_dump())
+
+    def to_doc(self) -> Doc:
+        """The intent's own fields (the repository adds the lease, fence and state)."""
+        fields = self.model_dump(exclude={"op_id", "state", "fence"})
+        return {"_id": self.op_id, **fields}
 
 
 class OperationRepository:
@@ -29,11 +61,11 @@ class OperationRepository:
         await self.col.create_index("lease_until")
         await self.col.create_index("organization_id")
 
-    async def start(self, doc: Doc, *, owner: str, lease_seconds: float) -> int:
+    async def start(self, op: Operation, *, owner: str, lease_seconds: float) -> int:
         """Record the intent; returns its first fencing token."""
         await self.col.insert_one(
             {
-                **doc,
+                **op.to_doc(),
                 "owner": owner,
                 "fence": 1,
                 "state": STARTED,
@@ -68,14 +100,16 @@ class OperationRepository:
     async def exists(self, op_id: str) -> bool:
         return await self.col.find_one({"_id": op_id}, {"_id": 1}) is not None
 
-    async def expired(self, *, limit: int = 100) -> list[Doc]:
-        cursor = self.col.find({"lease_until": {"$lt": epoch_ms()}}).sort("lease_until", 1)
-        return await cursor.limit(limit).to_list(length=limit)
+    async def expired(self, *, limit: int = 100) -> list[str]:
+        """The ids of operations whose lease has expired, oldest lease first."""
+        cursor = self.col.find({"lease_until": {"$lt": epoch_ms()}}, {"_id": 1})
+        docs = await cursor.sort("lease_until", 1).limit(limit).to_list(length=limit)
+        return [str(doc["_id"]) for doc in docs]
 
-    async def take_over(self, op_id: str, *, owner: str, lease_seconds: float) -> Doc | None:
+    async def take_over(self, op_id: str, *, owner: str, lease_seconds: float) -> Operation | None:
         """Claim an expired operation for this process, with a new fencing token; None when
         someone else holds it."""
-        return await self.col.find_one_and_update(
+        doc = await self.col.find_one_and_update(
             {"_id": op_id, "lease_until": {"$lt": epoch_ms()}},
             {
                 "$set": {"owner": owner, "lease_until": epoch_ms(lease_seconds)},
@@ -83,3 +117,4 @@ class OperationRepository:
             },
             return_document=ReturnDocument.AFTER,
         )
+        return None if doc is None else Operation.model_validate(doc)

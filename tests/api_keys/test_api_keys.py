@@ -129,7 +129,7 @@ async def test_org_create_requires_a_key_when_configured() -> None:
         creator = await new_key(app, "org:create", name="signup")
         res = await http.post("/org/create", json=org_body("Acme"), headers=key_header(creator))
         assert res.status_code == 201, res.text
-        entry = await app.state.svc.stores.audit.col.find_one(
+        entry = await app.state.svc.repos.audit.col.find_one(
             {"action": "org.create", "outcome": "success"}
         )
         assert entry["actor"] == {"type": "api_key", "id": creator[4:16]}
@@ -141,7 +141,7 @@ async def test_keys_are_stored_only_as_hashes_and_record_last_use(pair: Pair) ->
     key = await new_key(app, "org:read")
     match = KEY_PATTERN.match(key)
     assert match is not None
-    col = app.state.svc.stores.api_keys.col
+    col = app.state.svc.repos.api_keys.col
     doc = await col.find_one({"_id": match.group(1)})
     assert key not in json.dumps(doc, default=str)
     assert match.group(2) not in json.dumps(doc, default=str)

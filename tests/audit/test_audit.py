@@ -23,7 +23,7 @@ NEW_PASSWORD = "a-brand-new-password"
 
 
 async def all_entries(app: FastAPI) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = await app.state.svc.stores.audit.col.find().to_list(None)
+    docs: list[dict[str, Any]] = await app.state.svc.repos.audit.col.find().to_list(None)
     return docs
 
 
@@ -212,9 +212,9 @@ async def test_a_failed_audit_write_does_not_fail_the_action(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with custom_app() as (http, app):
-        repo = app.state.svc.stores.audit
+        repo = app.state.svc.repos.audit
 
-        async def broken(doc: dict[str, Any]) -> None:
+        async def broken(entry: Any, **_: Any) -> None:
             raise AutoReconnect("audit store down")
 
         repo.insert = broken

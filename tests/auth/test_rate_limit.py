@@ -142,7 +142,7 @@ async def test_forwarded_for_is_used_from_a_trusted_proxy() -> None:
         assert [await attempt("198.51.100.8", i) for i in range(2)] == [401, 401]
         # A forged left-most hop does not help: the proxy appended the real client last.
         assert await attempt("1.2.3.4, 198.51.100.7", 9) == 429
-        entries = await app.state.svc.stores.audit.col.find({"action": "admin.login"}).to_list(None)
+        entries = await app.state.svc.repos.audit.col.find({"action": "admin.login"}).to_list(None)
         assert {e["ip"] for e in entries} == {"198.51.100.7", "198.51.100.8"}
 
 

@@ -212,7 +212,7 @@ async def test_denylist_is_read_only_after_a_logout_in_that_organization(
 ) -> None:
     """One read per request normally; the jti denylist is consulted only while it may matter."""
     async with app_client(settings, AsyncMongoMockClient(tz_aware=True)) as (http, app):
-        stores = app.state.svc.stores
+        stores = app.state.svc.repos
         _, token = await create_and_login(http, "Acme", "a@acme.com")
         _, other = await create_and_login(http, "Other", "o@other.com")
         reads: list[str] = []

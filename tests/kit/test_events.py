@@ -91,7 +91,7 @@ async def test_an_organizations_life_as_events() -> None:
         assert "another-pass" not in repr(events) and token not in repr(events)
         # The audit log consumed organization.deleted: every entry of the organization has its
         # retention clock, the entry of the delete itself included.
-        entries = await app.state.svc.stores.audit.col.find(
+        entries = await app.state.svc.repos.audit.col.find(
             {"organization_id": org["organization_id"]}
         ).to_list(None)
         assert entries and all(e.get("expires_ms") for e in entries), entries

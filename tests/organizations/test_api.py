@@ -407,7 +407,7 @@ async def test_lost_email_race_puts_the_rename_back(settings: Settings) -> None:
         async def never_in_use(email: str, *, other_than: str) -> bool:
             return False  # as if the other admin took the email after our early check
 
-        app.state.svc.stores.admins.email_in_use = never_in_use
+        app.state.svc.repos.admins.email_in_use = never_in_use
         res = await http.put(
             "/org/update",
             json={"organization_name": "Renamed", "email": "second@x.com"},

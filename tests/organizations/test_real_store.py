@@ -9,7 +9,14 @@ import httpx
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from app.kit.events import EventHook
+from app.kit.faults import FaultInjector
 from app.kit.settings import Settings
+from app.kit.store import epoch_ms, utcnow
+from app.organizations.steps import KINDS, OrganizationSteps
+from app.tenancy.context import OperationContext
+from app.tenancy.reconciler import Reconciler
+from app.wiring import Repositories
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
@@ -166,13 +173,9 @@ async def test_reconcilers_on_two_replicas_share_the_work(
     nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
     """Leases: two reconcilers racing over the same abandoned operations handle each once."""
-    from app.kit.faults import FaultInjector
-    from app.tenancy.context import OperationContext, Stores
-    from app.tenancy.reconciler import Reconciler
-
     db = nx_client[settings.mongodb_db]
-    stores = Stores.over(db)
-    await stores.ensure_indexes()
+    repos = Repositories.over(db)
+    await repos.ensure_indexes()
     for i in range(8):  # eight creates abandoned after their collection was made
         await db.operations.insert_one(
             {"_id": f"op{i}", "kind": "create", "organization_id": f"o{i}", "admin_id": f"a{i}",
@@ -182,14 +185,15 @@ async def test_reconcilers_on_two_replicas_share_the_work(
             {"_id": f"ghost{i}", "organization_id": f"o{i}", "op_id": f"op{i}"}
         )
         await db.organizations.insert_one(
-            {"_id": f"o{i}", "slug": f"ghost{i}", "collection_name": f"org_ghost{i}",
-             "status": "creating", "pending_op": f"op{i}"}
+            {"_id": f"o{i}", "organization_name": f"Ghost {i}", "slug": f"ghost{i}",
+             "collection_name": f"org_ghost{i}", "status": "creating", "pending_op": f"op{i}",
+             "admin": {"admin_id": f"a{i}", "email": f"a{i}@example.com"},
+             "created_at": utcnow(), "updated_at": utcnow()}
         )  # fmt: skip
         await db.create_collection(f"org_ghost{i}")
 
     def reconciler(owner: str) -> Reconciler:
-        ctx = OperationContext(settings=settings, owner=owner, fault=FaultInjector(frozenset()))
-        return Reconciler(stores, ctx)
+        return organization_reconciler(repos, settings, owner)
 
     one, two = await asyncio.gather(reconciler("r1").run_once(), reconciler("r2").run_once())
     assert one["create_undone"] + two["create_undone"] == 8
@@ -203,17 +207,18 @@ async def test_reconcilers_on_two_replicas_share_the_work(
 async def test_live_operation_is_left_alone_until_its_lease_ends(
     nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
-    from app.kit.faults import FaultInjector
-    from app.kit.store import epoch_ms
-    from app.tenancy.context import OperationContext, Stores
-    from app.tenancy.reconciler import Reconciler
-
     db = nx_client[settings.mongodb_db]
-    stores = Stores.over(db)
+    repos = Repositories.over(db)
     await db.operations.insert_one(
         {"_id": "live", "kind": "create", "organization_id": "o", "admin_id": "a",
          "slug": "busy", "lease_until": epoch_ms(60)}
     )  # fmt: skip
-    ctx = OperationContext(settings=settings, owner="r", fault=FaultInjector(frozenset()))
-    assert sum((await Reconciler(stores, ctx).run_once()).values()) == 0
+    assert sum((await organization_reconciler(repos, settings, "r").run_once()).values()) == 0
     assert await db.operations.count_documents({"_id": "live"}) == 1
+
+
+def organization_reconciler(repos: Repositories, settings: Settings, owner: str) -> Reconciler:
+    """A reconciler wired as `app.wiring` wires it, named `owner`."""
+    ctx = OperationContext(settings=settings, owner=owner, fault=FaultInjector(frozenset()))
+    steps = OrganizationSteps(repos.orgs, repos.admins, repos.claims, repos.tenants, EventHook())
+    return Reconciler(repos.ops, {kind: steps.reconcile for kind in KINDS}, ctx)

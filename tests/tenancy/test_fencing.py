@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 
 from app.kit.db import EmbeddedMongo
 from app.tenancy.lease import Hold, OperationLost
-from app.tenancy.operations import OperationRepository
+from app.tenancy.operations import Operation, OperationRepository
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import ServiceProcess, nx_service_env
@@ -237,19 +237,20 @@ async def test_a_hold_taken_over_cannot_renew_commit_or_finish(
     """The fencing token itself: once another replica took the operation over (the intent still
     exists, it is mid-way), the old holder's renewal, commit and finish all fail."""
     ops = OperationRepository(nx_client[db_name])
-    fence = await ops.start({"_id": "op1", "kind": "create"}, owner="a", lease_seconds=0.05)
+    op = Operation(op_id="op1", kind="create", organization_id="o1")
+    fence = await ops.start(op, owner="a", lease_seconds=0.05)
     old = Hold(ops, "op1", fence=fence, lease_seconds=0.05)
     await old.check()  # held: renews
     await asyncio.sleep(0.1)  # the lease runs out (a pause)
     taken = await ops.take_over("op1", owner="b", lease_seconds=30)
-    assert taken is not None and taken["fence"] == fence + 1
+    assert taken is not None and taken.fence == fence + 1
     with pytest.raises(OperationLost):
         await old.check()
     with pytest.raises(OperationLost):
         await old.commit()
     await old.finish()  # a no-op for the old holder ...
     assert await ops.exists("op1")  # ... the new holder's intent is untouched
-    new = Hold(ops, "op1", fence=int(taken["fence"]), lease_seconds=30)
+    new = Hold(ops, "op1", fence=taken.fence, lease_seconds=30)
     await new.commit()
     stored = await nx_client[db_name].operations.find_one({"_id": "op1"})
     assert stored is not None and stored["state"] == "committed"
@@ -263,7 +264,8 @@ async def test_the_lease_is_renewed_while_a_step_runs(
     """A step longer than the lease (a big renameCollection) keeps its operation: the hold
     renews in the background, so no reconciler can take it over meanwhile."""
     ops = OperationRepository(nx_client[db_name])
-    fence = await ops.start({"_id": "op2", "kind": "rename"}, owner="a", lease_seconds=0.3)
+    op = Operation(op_id="op2", kind="rename", organization_id="o2")
+    fence = await ops.start(op, owner="a", lease_seconds=0.3)
     async with Hold(ops, "op2", fence=fence, lease_seconds=0.3) as hold:
         for _ in range(10):  # 1 s of "work", over three leases
             await asyncio.sleep(0.1)

@@ -68,7 +68,7 @@ async def test_a_unicode_organization_lives_its_whole_life_on_the_embedded_store
     real_api: Pair, nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
     http, app = real_api
-    assert app.state.svc.stores.ascii_only_names is False  # the start-up probe sees the patch
+    assert app.state.svc.orgs.names.ascii_only is False  # the start-up probe sees the patch
     org, token = await create_and_login(http, "Société Générale", "sg@x.com")
     assert org["slug"] == "société_générale"
     assert org["collection_name"] == "org_société_générale"
