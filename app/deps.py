@@ -14,8 +14,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.api_keys.service import ApiKeyService, KeyPrincipal
 from app.audit.service import AuditService, RequestMeta
+from app.auth.roles import Permission
 from app.auth.service import AuthService, Principal
 from app.kit.errors import Unauthorized
+from app.members.service import TeamService
 from app.organizations.service import OrganizationService
 from app.wiring import AppState
 
@@ -61,6 +63,23 @@ async def current_admin(
 
 
 CurrentAdmin = Annotated[Principal, Depends(current_admin)]
+
+
+def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A member whose role grants `permission` (`app.auth.roles`), or 403 `insufficient_role`."""
+
+    async def dependency(caller: CurrentAdmin) -> Principal:
+        caller.require(permission)
+        return caller
+
+    return dependency
+
+
+async def get_team_service(state: State) -> TeamService:
+    return state.team
+
+
+Teams = Annotated[TeamService, Depends(get_team_service)]
 
 
 async def get_audit(state: State) -> AuditService:

@@ -20,6 +20,7 @@ from app.kit.errors import install_error_handlers
 from app.kit.metrics import Metrics
 from app.kit.middleware import RequestContextMiddleware
 from app.kit.settings import Settings, get_settings
+from app.members import router as members_router
 from app.ops import health
 from app.ops import metrics as metrics_router
 from app.organizations import router as org_router
@@ -66,11 +67,13 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             if fixed:
                 log.info("start-up reconcile: %s", dict(fixed))
             state.reconciler.start()
+            state.mail.start()
             app.state.svc = state
             yield
         finally:
             # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
+            await state.mail.stop()
             state.hasher.close()
             if own_client:
                 await the_client.close()
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(health.router)
     app.include_router(metrics_router.router)
     app.include_router(audit_router.router)
+    app.include_router(members_router.router)
     app.include_router(jwks.router)
     if settings.org_create_requires_key:
         org_router.document_required_create_key(app)

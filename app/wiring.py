@@ -28,6 +28,16 @@ from app.kit.keys import KeyRing
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
 from app.kit.store import Database
+from app.mail.backends import mailer_from_settings
+from app.mail.outbox import OutboxRepository
+from app.mail.worker import MailPolicy, MailWorker
+from app.members.invitations import InvitationRepository
+from app.members.mail import InvitationMail
+from app.members.service import TeamService
+from app.members.steps import KINDS as TEAM_KINDS
+from app.members.steps import TeamSteps
+from app.members.team import TeamRepository
+from app.members.tokens import InvitationTokens
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
@@ -44,6 +54,7 @@ class Repositories:
     the services that use it; start-up creates their indexes; tests may read them."""
 
     orgs: OrganizationRepository
+    team: TeamRepository
     admins: AdminRepository
     claims: ClaimRepository
     ops: OperationRepository
@@ -52,11 +63,14 @@ class Repositories:
     revocations: RevocationRepository
     api_keys: ApiKeyRepository
     audit: AuditRepository
+    invitations: InvitationRepository
+    outbox: OutboxRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
         return cls(
             orgs=OrganizationRepository(db),
+            team=TeamRepository(db),
             admins=AdminRepository(db),
             claims=ClaimRepository(db),
             ops=OperationRepository(db),
@@ -65,6 +79,8 @@ class Repositories:
             revocations=RevocationRepository(db),
             api_keys=ApiKeyRepository(db),
             audit=AuditRepository(db),
+            invitations=InvitationRepository(db),
+            outbox=OutboxRepository(db),
         )
 
     async def ensure_indexes(self) -> None:
@@ -77,6 +93,8 @@ class Repositories:
         await self.revocations.ensure_indexes()
         await self.api_keys.ensure_indexes()
         await self.audit.ensure_indexes()
+        await self.invitations.ensure_indexes()
+        await self.outbox.ensure_indexes()
 
 
 @dataclass(slots=True)
@@ -95,11 +113,15 @@ class AppState:
     audit: AuditService
     api_keys: ApiKeyService
     events: EventHook
+    team: TeamService
+    mail: MailWorker
 
     async def prepare(self) -> None:
-        """Start-up, before serving: indexes, and what the store can do."""
+        """Start-up, before serving: indexes, what the store can do, and the upgrade of records
+        written by an older release (idempotent; replicas may run it at once)."""
         await self.repos.ensure_indexes()
         await self.orgs.probe_store()
+        await self.repos.team.upgrade_v1()
 
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -121,19 +143,46 @@ def build_state(
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, workers=settings.hash_pool_size)
     hasher.observers.append(metrics.hash_wait.observe)
     metrics.hash_queue.set_function(lambda: hasher.queued)
+    keys = KeyRing.from_settings(settings)
     tokens = TokenManager(
-        keys=KeyRing.from_settings(settings),
+        keys=keys,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_minutes=settings.jwt_expires_minutes,
     )
     audit_log = AuditService(repos.audit, retention_days=settings.audit_retention_days)
     audit_log.error_observers.append(metrics.observe_db_error)
-    steps = OrganizationSteps(repos.orgs, repos.admins, repos.claims, repos.tenants, events)
+    steps = OrganizationSteps(
+        repos.orgs,
+        repos.admins,
+        repos.claims,
+        repos.tenants,
+        events,
+        team=repos.team,
+        invitations=repos.invitations,
+    )
+    invitation_tokens = InvitationTokens(keys)
+    invitation_mail = InvitationMail(
+        repos.invitations, repos.team, invitation_tokens, base_url=settings.public_base_url
+    )
+    mail = MailWorker(
+        repos.outbox,
+        mailer_from_settings(settings),
+        {"invitation": invitation_mail.compose},
+        sender=settings.mail_from,
+        owner=ctx.owner,
+        policy=MailPolicy.from_settings(settings),
+    )
+    team_steps = TeamSteps(
+        repos.team, repos.admins, repos.invitations, repos.outbox, mail_queued=mail.kick
+    )
     reconciler = Reconciler(
         repos.ops,
         # Each kind of operation is finished or undone by the feature that owns it.
-        {kind: steps.reconcile for kind in KINDS},
+        {
+            **{kind: steps.reconcile for kind in KINDS},
+            **{kind: team_steps.reconcile for kind in TEAM_KINDS},
+        },
         ctx,
         observers=[metrics.observe_reconcile],
         error_observers=[metrics.observe_db_error],
@@ -151,7 +200,7 @@ def build_state(
         audit=audit_log,
     )
     auth = AuthService(
-        orgs=repos.orgs,
+        team=repos.team,
         admins=repos.admins,
         revocations=repos.revocations,
         hasher=hasher,
@@ -173,4 +222,18 @@ def build_state(
         audit=audit_log,
         api_keys=ApiKeyService(repos.api_keys, audit_log),
         events=events,
+        team=TeamService(
+            team=repos.team,
+            admins=repos.admins,
+            invitations=repos.invitations,
+            ops=repos.ops,
+            steps=team_steps,
+            tokens=invitation_tokens,
+            hasher=hasher,
+            auth=auth,
+            audit=audit_log,
+            events=events,
+            ctx=ctx,
+        ),
+        mail=mail,
     )

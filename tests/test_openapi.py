@@ -29,15 +29,45 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
     ),
     ("get", "/org/get"): ([KEY, BEARER], {"200", "401", "403", "404", "422", "503"}),
     ("get", "/org/list"): ([KEY], {"200", "401", "403", "422", "503"}),
-    ("put", "/org/update"): ([BEARER], {"200", "400", "401", "404", "409", "413", "422", "503"}),
+    ("put", "/org/update"): (
+        [BEARER],
+        {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
+    ),
     ("delete", "/org/delete"): ([BEARER], {"204", "401", "403", "404", "409", "422", "503"}),
-    ("get", "/org/audit"): ([BEARER], {"200", "401", "422", "503"}),
+    ("get", "/org/audit"): ([BEARER], {"200", "401", "403", "422", "503"}),
+    ("get", "/org/members"): ([BEARER], {"200", "401", "422", "503"}),
+    ("patch", "/org/members/{member_id}"): (
+        [BEARER],
+        {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
+    ),
+    ("delete", "/org/members/{member_id}"): (
+        [BEARER],
+        {"204", "401", "403", "404", "409", "422", "503"},
+    ),
+    ("post", "/org/invitations"): (
+        [BEARER],
+        {"201", "400", "401", "403", "409", "413", "422", "503"},
+    ),
+    ("get", "/org/invitations"): ([BEARER], {"200", "401", "403", "422", "503"}),
+    ("delete", "/org/invitations/{invitation_id}"): (
+        [BEARER],
+        {"204", "401", "403", "404", "409", "422", "503"},
+    ),
+    ("post", "/invitations/accept"): (None, {"201", "400", "409", "410", "413", "422", "503"}),
     ("post", "/admin/login"): (None, {"200", "400", "401", "413", "422", "429", "503"}),
     ("post", "/admin/logout"): ([BEARER], {"204", "401", "503"}),
     ("post", "/admin/logout-all"): ([BEARER], {"204", "401", "503"}),
     ("get", "/health"): (None, {"200"}),
     ("get", "/ready"): (None, {"200", "503"}),
     ("get", "/.well-known/jwks.json"): (None, {"200"}),
+}
+
+
+# The multi-step changes (intents with leases): their 503 may be `operation_interrupted`.
+INTERRUPTIBLE = {
+    "post": ("/org/create", "/org/invitations", "/invitations/accept"),
+    "put": ("/org/update",),
+    "delete": ("/org/delete", "/org/members/{member_id}"),
 }
 
 
@@ -84,7 +114,7 @@ def test_security_and_statuses(spec: dict[str, Any], method: str, path: str) -> 
         if status == "429":
             assert headers["Retry-After"]["required"] is True
             assert headers["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
-        elif status == "503" and path in ("/org/create", "/org/update", "/org/delete"):
+        elif status == "503" and path in INTERRUPTIBLE.get(method, ()):
             assert "operation_interrupted" in response["description"]  # with Retry-After
             assert headers["Retry-After"]["required"] is False
         else:

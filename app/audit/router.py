@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from app.audit.service import AUDIT_CURSOR_FORMAT
-from app.deps import Audit, CurrentAdmin
+from app.auth.roles import Permission
+from app.auth.service import Principal
+from app.deps import Audit, requires
 from app.kit.fields import UtcTime
 from app.kit.pagination import Page
 from app.kit.responses import errors
@@ -46,9 +48,15 @@ class AuditPage(Page[AuditEntry]):
     """One page of entries; pass `next_cursor` back as `cursor` for the next (null: no more)."""
 
 
-@router.get("/audit", response_model=AuditPage, responses=errors(401, 422, 503))
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    responses=errors(
+        401, 403, 422, 503, s403="`insufficient_role`: members may not read the audit log."
+    ),
+)
 async def audit_log(
-    caller: CurrentAdmin,
+    caller: Annotated[Principal, Depends(requires(Permission.READ_AUDIT))],
     audit: Audit,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[
@@ -67,7 +75,8 @@ async def audit_log(
         ),
     ] = None,
 ) -> AuditPage:
-    """The caller's organization's audit entries, newest first (cursor pagination)."""
+    """The caller's organization's audit entries, newest first (cursor pagination); owners and
+    admins."""
     entries, next_cursor = await audit.page(
         caller.claims.organization_id, limit=limit, cursor=cursor
     )

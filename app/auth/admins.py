@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import AliasChoices, Field
 from pymongo.errors import DuplicateKeyError
 
-from app.kit.store import Collection, Database, Doc, Record, insert_unique
+from app.kit.store import Collection, Database, Doc, Record, StoredTime, epoch_ms, insert_unique
 
 
 class AdminCredentials(Record):
@@ -17,6 +17,17 @@ class AdminCredentials(Record):
     organization_id: str
     password_hash: str
     password_version: int = 0  # incremented with every new password (not by a rehash)
+
+
+class MemberAccount(Record):
+    """A member's account as others may see it (never the hash). The role is not here: the
+    team on the organization record holds it (`app.members.team`)."""
+
+    member_id: str = Field(validation_alias=AliasChoices("_id", "member_id"))
+    organization_id: str
+    email: str
+    created_at: StoredTime
+    last_login_ms: int | None = None
 
 
 class AdminRepository:
@@ -90,6 +101,30 @@ class AdminRepository:
         except DuplicateKeyError:
             return False
         return True
+
+    async def logged_in(self, admin_id: str) -> None:
+        """Record a successful login (the member's `last_login_at`)."""
+        await self.col.update_one({"_id": admin_id}, {"$set": {"last_login_ms": epoch_ms()}})
+
+    async def email_of(self, admin_id: str) -> str | None:
+        doc = await self.col.find_one({"_id": admin_id}, {"email": 1})
+        return None if doc is None else str(doc["email"])
+
+    async def of_org(
+        self, org_id: str, *, limit: int, after: str | None = None
+    ) -> list[MemberAccount]:
+        """The organization's member accounts by id, after `after` (a page)."""
+        query: Doc = {"organization_id": org_id}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.col.find(query, {"password_hash": 0}).sort("_id", 1).limit(limit)
+        return [MemberAccount.model_validate(doc) for doc in await cursor.to_list(length=limit)]
+
+    async def get_account(self, admin_id: str, *, org_id: str) -> MemberAccount | None:
+        doc = await self.col.find_one(
+            {"_id": admin_id, "organization_id": org_id}, {"password_hash": 0}
+        )
+        return None if doc is None else MemberAccount.model_validate(doc)
 
     async def delete_of_org(self, org_id: str) -> None:
         await self.col.delete_many({"organization_id": org_id})

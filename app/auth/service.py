@@ -1,10 +1,11 @@
 """Login, logout and per-request authentication.
 
-A request costs one primary-key read of the organization record, which carries the admin's
-`token_version` (password change and logout-all bump it) and `denylist_until_ms`, the time until
-which a logged-out token of this organization may still be unexpired; only then is the jti
-denylist read as well. Login is rate-limited per email and per client IP before any
-password is checked, and every login, good or bad, goes to the audit log.
+A request costs one primary-key read of the organization record with the caller's team entry
+only (`app.members.team`): the member's role, `token_version` (password change, logout-all and
+removal end its tokens) and `denylist_until_ms`, the time until which a logged-out token of
+this member may still be unexpired; only then is the jti denylist read as well. Login is
+rate-limited per email and per client IP before any password is checked, and every login, good
+or bad, goes to the audit log.
 """
 
 from __future__ import annotations
@@ -17,31 +18,52 @@ from app.auth.admins import AdminRepository
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter, RateLimited
 from app.auth.revocations import RevocationRepository
+from app.auth.roles import OWNER, Permission, require
 from app.auth.schemas import LoginRequest, TokenResponse
 from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
 from app.kit.errors import InvalidCredentials, Unauthorized
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms
-from app.organizations.records import Organization
-from app.organizations.repository import OrganizationRepository
+from app.members.team import TeamRepository
+from app.organizations.records import Organization, TeamEntry
 
 NO_META = RequestMeta()
 REVOCATION_GRACE_SECONDS = 60
 
 
+def entry_of(org: Organization, member_id: str) -> TeamEntry | None:
+    """The member's team entry; for a record of v1 (before the start-up upgrade), its admin."""
+    if org.team is not None:
+        return org.team.members.get(member_id)
+    if org.admin.admin_id == member_id:
+        admin = org.admin
+        return TeamEntry(
+            role=OWNER, token_version=admin.token_version, denylist_until_ms=admin.denylist_until_ms
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated admin and the organization record read while checking the token."""
+    """An authenticated member, its role now, and the organization record read while checking
+    the token."""
 
     claims: TokenClaims
     organization: Organization
+    role: str
+
+    @property
+    def member_id(self) -> str:
+        return self.claims.admin_id
 
     @property
     def actor(self) -> Actor:
         return Actor("admin", self.claims.admin_id)
 
-    def require(self, scope: str) -> None:
-        """An admin holds every organization-level scope, on its own organization only."""
+    def require(self, permission: str) -> None:
+        """403 `insufficient_role` unless the member's role grants `permission`
+        (`app.auth.roles`), on its own organization only."""
+        require(self.role, Permission(permission))
 
 
 class AuthService:
@@ -50,7 +72,7 @@ class AuthService:
     def __init__(
         self,
         *,
-        orgs: OrganizationRepository,
+        team: TeamRepository,
         admins: AdminRepository,
         revocations: RevocationRepository,
         hasher: PasswordHasher,
@@ -59,7 +81,7 @@ class AuthService:
         audit: AuditService | None = None,
         events: EventHook | None = None,
     ) -> None:
-        self.orgs = orgs
+        self.team = team
         self.admins = admins
         self.revocations = revocations
         self.hasher = hasher
@@ -99,9 +121,10 @@ class AuthService:
                 raise
         admin = await self.admins.by_email(body.email)
         ok = await self.hasher.verify(body.password, admin.password_hash if admin else None)
-        org = None
+        org = entry = None
         if ok and admin is not None:
-            org = await self.orgs.get_active(admin.organization_id)
+            org = await self.team.for_member(admin.organization_id, admin.admin_id)
+            entry = None if org is None else entry_of(org, admin.admin_id)
             # A password change writes the new hash (with a new password version) before it
             # revokes older tokens. Read after the organization: if the version verified above
             # is no longer current, the revocation may already be in `org`, and a token carrying
@@ -109,7 +132,7 @@ class AuthService:
             current = await self.admins.password_version(admin.admin_id)
             if current != admin.password_version:
                 org = None
-        if admin is None or org is None or org.admin.admin_id != admin.admin_id:
+        if admin is None or org is None or entry is None:
             # The same writes for an unknown email and a wrong password: same time, same body.
             # The reserved slots stay taken: they are this failure's record.
             await self._audit(
@@ -131,12 +154,39 @@ class AuthService:
             )
         org_id, admin_id = org.organization_id, admin.admin_id
         token, claims = self.tokens.issue(
-            admin_id=admin_id, organization_id=org_id, version=org.admin.token_version
+            admin_id=admin_id,
+            organization_id=org_id,
+            version=entry.token_version,
+            role=entry.role,
         )
+        await self.admins.logged_in(admin_id)
         await self._audit(
             "admin.login", actor=Actor("admin", admin_id), meta=meta, organization_id=org_id
         )
         await self.events.emit(DomainEvent("admin.logged_in", org_id, {"admin_id": admin_id}))
+        return TokenResponse(
+            access_token=token,
+            expires_in=claims.expires_at - claims.issued_at,
+            admin_id=claims.admin_id,
+            organization_id=claims.organization_id,
+        )
+
+    async def token_for(
+        self, member_id: str, organization_id: str, entry: TeamEntry, *, meta: RequestMeta
+    ) -> TokenResponse:
+        """A token for a member who just proved who they are another way (accepting an
+        invitation with a new password)."""
+        token, claims = self.tokens.issue(
+            admin_id=member_id,
+            organization_id=organization_id,
+            version=entry.token_version,
+            role=entry.role,
+        )
+        await self.admins.logged_in(member_id)
+        await self._audit(
+            "admin.login", actor=Actor("admin", member_id), meta=meta,
+            organization_id=organization_id,
+        )  # fmt: skip
         return TokenResponse(
             access_token=token,
             expires_in=claims.expires_at - claims.issued_at,
@@ -150,20 +200,21 @@ class AuthService:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
-        org = await self.orgs.get_active(claims.organization_id)
+        org = await self.team.for_member(claims.organization_id, claims.admin_id)
+        entry = None if org is None else entry_of(org, claims.admin_id)
         if (
             org is None
-            or org.admin.admin_id != claims.admin_id
-            or org.admin.token_version != claims.version
+            or entry is None  # not (or no longer) a member of this organization
+            or entry.token_version != claims.version
             # The denylist is read only while the record says an entry may exist: most
-            # organizations never log a token out, and their requests cost one read.
+            # members never log a token out, and their requests cost one read.
             or (
-                epoch_ms() < org.admin.denylist_until_ms
+                epoch_ms() < entry.denylist_until_ms
                 and await self.revocations.is_revoked(claims.jti)
             )
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
-        return Principal(claims=claims, organization=org)
+        return Principal(claims=claims, organization=org, role=entry.role)
 
     async def logout(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
         """Revoke the presented token on every replica, until it would have expired anyway."""
@@ -171,8 +222,10 @@ class AuthService:
         # First tell the organization record that a denylist entry may exist until then (so
         # authentication knows to look), then write the entry: a crash in between only makes
         # requests look at the denylist for nothing, never miss an entry.
-        await self.orgs.mark_denylist(
-            claims.organization_id, until_ms=(claims.expires_at + REVOCATION_GRACE_SECONDS) * 1000
+        await self.team.mark_denylist(
+            claims.organization_id,
+            claims.admin_id,
+            until_ms=(claims.expires_at + REVOCATION_GRACE_SECONDS) * 1000,
         )
         await self.revocations.revoke(
             claims.jti,
@@ -192,10 +245,8 @@ class AuthService:
     async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
         """Revoke every token of this admin (a new token version, as a password change does)."""
         claims = principal.claims
-        bumped = await self.orgs.bump_token_version(
-            claims.organization_id, admin_id=claims.admin_id
-        )
-        if bumped is None:
+        bumped = await self.team.bump_token_version(claims.organization_id, claims.admin_id)
+        if not bumped:
             raise Unauthorized("Token has been revoked.", code="token_revoked")
         await self._audit(
             "admin.logout_all", actor=principal.actor, meta=meta,

@@ -53,9 +53,10 @@ class TokenManager:
         self.lifetime_seconds = expires_minutes * 60
 
     def issue(
-        self, *, admin_id: str, organization_id: str, version: int
+        self, *, admin_id: str, organization_id: str, version: int, role: str | None = None
     ) -> tuple[str, TokenClaims]:
-        """A signed token for this admin, and its claims."""
+        """A signed token for this member, and its claims. `role` is a hint for clients only:
+        authorization reads the member's role from the database on every request."""
         now = int(time.time())
         claims = TokenClaims(
             admin_id=admin_id,
@@ -76,6 +77,8 @@ class TokenManager:
             "aud": self.audience,
             "ver": version,
         }
+        if role is not None:
+            payload["role"] = role
         signing = self.keys.signing
         token = jwt.encode(
             payload, signing.key, algorithm=signing.algorithm, headers={"kid": signing.kid}

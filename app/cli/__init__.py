@@ -1,4 +1,4 @@
-"""The `orgsvc` command line: serve, reconcile, organizations and service API keys.
+"""The `orgsvc` command line: serve, organizations, members, invitations and service API keys.
 
 Every command that touches the database builds the same process state as the HTTP service
 (`app.wiring.build_state`, over `MONGODB_URL`) and calls its services; nothing here speaks to a
@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from app.cli.api_keys import api_key_cli
 from app.cli.base import cli
+from app.cli.members import invitations_cli, members_cli
 from app.cli.orgs import orgs_cli
 from app.cli.serve import server_options
 
 cli.add_typer(orgs_cli, name="orgs")
 cli.add_typer(api_key_cli, name="api-key")
+cli.add_typer(members_cli, name="members")
+cli.add_typer(invitations_cli, name="invitations")
 
 __all__ = ["cli", "main", "server_options"]
 

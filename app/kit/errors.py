@@ -78,6 +78,31 @@ class OperationInProgress(AppError):
     detail = "Another change to this organization is in progress; retry shortly."
 
 
+class InsufficientRole(AppError):
+    status, code = 403, "insufficient_role"
+    detail = "Your role in this organization does not allow this."
+
+
+class LastOwner(AppError):
+    status, code = 409, "last_owner"
+    detail = "An organization must keep at least one owner."
+
+
+class InvitationExists(AppError):
+    status, code = 409, "invitation_exists"
+    detail = "A pending invitation for this email exists in this organization."
+
+
+class SeatLimit(AppError):
+    status, code = 409, "seat_limit"
+    detail = "The organization has no free seat (members plus pending invitations)."
+
+
+class InvitationInvalid(AppError):
+    status, code = 410, "invitation_invalid"
+    detail = "This invitation is unknown, already used, revoked or expired."
+
+
 class InvalidInput(AppError):
     status, code, detail = 422, "validation_error", "Invalid input."
 

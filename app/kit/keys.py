@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -116,6 +117,21 @@ class KeyRing:
             self._by_kid[key.kid] = key
         # Tokens issued before kids existed carry none; they were signed with JWT_SECRET.
         self.legacy_kid = legacy_kid
+
+    def derived_secret(self, label: str) -> bytes:
+        """A secret for another purpose (`label`), derived from the current signing key (HMAC
+        with the key's bytes), so the service needs no second secret to keep; rotating the
+        signing key changes it too."""
+        key = self.signing.key
+        if isinstance(key, str):
+            material = key.encode()
+        else:
+            material = key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        return hmac.new(material, label.encode(), hashlib.sha256).digest()
 
     @classmethod
     def hmac(cls, secret: str, *, kid: str | None = None) -> KeyRing:

@@ -37,6 +37,7 @@ _DEFAULTS = {
     403: "`forbidden`: not the caller's organization.",
     404: "`not_found`: no active organization with this name.",
     409: "`organization_exists`, `email_taken` or `operation_in_progress`.",
+    410: "`invitation_invalid`: unknown, malformed, used, revoked or expired (one answer for all).",
     413: "`payload_too_large`: the body is larger than MAX_BODY_BYTES.",
     422: "`validation_error`: invalid input; `detail` lists the problems (never echoing input).",
     429: "`rate_limited`: too many failed logins for this email or client IP.",

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # Largest request head (request line + headers); larger is 431, refused while it is read.
     max_header_bytes: int = Field(default=16_384, ge=4096, le=1024 * 1024)
 
+    # --- teams (app/members/; contract section 1) -------------------------------------------
+    invitation_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    # Seats of an organization without its own `max_members`: members plus pending invitations.
+    max_members_per_org: int = Field(default=50, ge=1, le=10_000)
+
     # --- mail (app/mail/; contract section 7) ---------------------------------------------
     # `console` (development: the message is logged, the only log line allowed to hold a token),
     # `file` (one .eml per message in MAIL_FILE_DIR) or `smtp` (SMTP_HOST is then required).

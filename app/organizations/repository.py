@@ -106,22 +106,15 @@ class OrganizationRepository:
         """A new `updated_at`; the record, or None if not active."""
         return await self._set(org_id, {})
 
-    async def set_admin_email(self, org_id: str, email: str) -> Organization | None:
-        """Show the admin's new email on the record; the record, or None if not active."""
-        return await self._set(org_id, {"admin.email": email})
-
-    async def bump_token_version(self, org_id: str, *, admin_id: str) -> Organization | None:
-        return _record(
-            await self.col.find_one_and_update(
-                {"_id": org_id, "admin.admin_id": admin_id},
-                {"$inc": {"admin.token_version": 1}, "$set": {"updated_at": utcnow()}},
-                return_document=ReturnDocument.AFTER,
-            )
+    async def set_admin_email(self, org_id: str, admin_id: str, email: str) -> Organization | None:
+        """Show a member's new email as the primary owner's, if that member is the primary
+        owner; the record (touched either way), or None if not active."""
+        res = await self.col.update_one(
+            {"_id": org_id, "status": ACTIVE, "admin.admin_id": admin_id},
+            {"$set": {"admin.email": email}},
         )
-
-    async def mark_denylist(self, org_id: str, *, until_ms: int) -> None:
-        """Record that a revoked token of this organization may be unexpired until `until_ms`."""
-        await self.col.update_one({"_id": org_id}, {"$max": {"admin.denylist_until_ms": until_ms}})
+        del res
+        return await self.touch(org_id)
 
     async def delete(self, org_id: str, *, op_id: str) -> None:
         await self.col.delete_one({"_id": org_id, "pending_op": op_id})

@@ -208,10 +208,12 @@ async def list_organizations(
     responses={
         **errors(
             401,
+            403,
             404,
             409,
             422,
             503,
+            s403="`insufficient_role`: a `member` may not change `organization_name`.",
             s404="`not_found`: the organization was deleted meanwhile.",
             s409="`organization_exists`, `email_taken`, or `operation_in_progress`.",
             interruptible=True,
@@ -222,8 +224,9 @@ async def list_organizations(
 async def update_organization(
     body: OrganizationUpdate, caller: CurrentAdmin, orgs: OrgService, meta: Meta
 ) -> Organization:
-    """Rename the caller's organization and/or change its admin's email or password."""
-    return await orgs.update(caller.organization, body, actor=caller.actor, meta=meta)
+    """Rename the caller's organization (owners and admins) and/or change the caller's own
+    email or password (every member)."""
+    return await orgs.update(caller, body, meta=meta)
 
 
 @router.delete(
@@ -237,6 +240,10 @@ async def update_organization(
         409,
         422,
         503,
+        s403=(
+            "`insufficient_role`: only an owner deletes the organization; `forbidden`: not the "
+            "caller's organization."
+        ),
         s409="`operation_in_progress`: a rename or delete of this organization is under way.",
         interruptible=True,
     ),
@@ -244,6 +251,6 @@ async def update_organization(
 async def delete_organization(
     organization_name: NameQuery, caller: CurrentAdmin, orgs: OrgService, meta: Meta
 ) -> Response:
-    """Delete the caller's organization, its tenant collection and its admins."""
-    await orgs.delete(caller.organization, organization_name, actor=caller.actor, meta=meta)
+    """Delete the caller's organization (owners only), its tenant collection and its members."""
+    await orgs.delete(caller, organization_name, meta=meta)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -106,7 +106,10 @@ class OrganizationRead(BaseModel):
     organization_name: str
     slug: str
     collection_name: str
-    admin: AdminRead
+    admin: AdminRead = Field(
+        description="The primary owner (the creator, or whom ownership passed to)."
+    )
+    member_count: int
     created_at: UtcTime
     updated_at: UtcTime
 

@@ -8,6 +8,8 @@ import uuid
 from app.audit.service import Actor, AuditService, RequestMeta
 from app.auth.admins import AdminRepository
 from app.auth.passwords import PasswordHasher
+from app.auth.roles import OWNER, Permission
+from app.auth.service import Principal
 from app.kit.errors import (
     EmailTaken,
     Forbidden,
@@ -18,7 +20,14 @@ from app.kit.errors import (
 )
 from app.kit.events import DomainEvent
 from app.kit.store import Doc, StoreUnavailable, new_id, utcnow
-from app.organizations.records import CREATING, DELETING, AdminSummary, Organization
+from app.organizations.records import (
+    CREATING,
+    DELETING,
+    AdminSummary,
+    Organization,
+    Team,
+    TeamEntry,
+)
 from app.organizations.repository import OrganizationRepository
 from app.organizations.schemas import OrganizationCreate, OrganizationUpdate
 from app.organizations.steps import (
@@ -156,6 +165,13 @@ class OrganizationService:
             admin=AdminSummary(admin_id=op.admin_id, email=body.email),
             created_at=now,
             updated_at=now,
+            # The creator is the first owner.
+            team=Team(
+                version=1,
+                count=1,
+                owners=[op.admin_id],
+                members={op.admin_id: TeamEntry(role=OWNER)},
+            ),
         )
         if not await self.orgs.insert(org):
             # Another record holds this slug or collection without a claim (a store left so by
@@ -228,14 +244,18 @@ class OrganizationService:
 
     async def update(
         self,
-        caller_org: Organization,
+        caller: Principal,
         body: OrganizationUpdate,
         *,
-        actor: Actor,
         meta: RequestMeta,
     ) -> Organization:
-        """Apply a new name, email and/or password to the caller's organization; audited as
-        `org.rename` when the slug changes, else `org.update` (a bad name is a 422 first)."""
+        """Apply a new name to the caller's organization (admins and owners) and/or a new email
+        or password to the caller's own account (everyone); audited as `org.rename` when the
+        slug changes, else `org.update` (a bad name is a 422 first)."""
+        caller.require(Permission.EDIT_OWN_ACCOUNT)
+        if body.organization_name is not None:
+            caller.require(Permission.EDIT_ORG)
+        caller_org, actor = caller.organization, caller.actor
         new_slug = self.slug_of(body.organization_name) if body.organization_name else None
         renaming = new_slug is not None and new_slug != caller_org.slug
         # Field names only, never values: a new password must not reach the log.
@@ -250,13 +270,18 @@ class OrganizationService:
             organization_id=caller_org.organization_id,
             details=details,
         ):
-            return await self._update(caller_org, body, new_slug)
+            return await self._update(caller_org, caller.member_id, body, new_slug)
 
     # ---------------------------------------------------------------- update / rename
     async def _update(
-        self, caller_org: Organization, body: OrganizationUpdate, new_slug: str | None
+        self,
+        caller_org: Organization,
+        admin_id: str,
+        body: OrganizationUpdate,
+        new_slug: str | None,
     ) -> Organization:
-        org_id, admin_id = caller_org.organization_id, caller_org.admin.admin_id
+        """`admin_id`: the caller's own account, whose email or password changes."""
+        org_id = caller_org.organization_id
         renaming = new_slug is not None and new_slug != caller_org.slug
         if renaming and await self.claims.owner(new_slug or "") is not None:
             raise OrganizationExists()
@@ -277,7 +302,7 @@ class OrganizationService:
                 if renaming:  # lost an email race after renaming: put the name back
                     await self.rename(org, caller_org.organization_name, caller_org.slug)
                 raise EmailTaken()
-            org = _found(await self.orgs.set_admin_email(org_id, body.email))
+            org = _found(await self.orgs.set_admin_email(org_id, admin_id, body.email))
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
             org = _found(await self.orgs.touch(org_id))
@@ -340,12 +365,12 @@ class OrganizationService:
         return _found(await self.orgs.get_active(org_id))
 
     # ---------------------------------------------------------------- delete
-    async def delete(
-        self, caller_org: Organization, name: str, *, actor: Actor, meta: RequestMeta
-    ) -> None:
-        """Delete the caller's organization: tenant collection, admins, record, name; audited
-        as `org.delete`. Its audit entries are kept for AUDIT_RETENTION_DAYS (the audit log
-        starts that clock on the `organization.deleted` event)."""
+    async def delete(self, caller: Principal, name: str, *, meta: RequestMeta) -> None:
+        """Delete the caller's organization (owners only): tenant collection, members, record,
+        name; audited as `org.delete`. Its audit entries are kept for AUDIT_RETENTION_DAYS (the
+        audit log starts that clock on the `organization.deleted` event)."""
+        caller.require(Permission.DELETE_ORG)
+        caller_org, actor = caller.organization, caller.actor
         async with self.audit.track(
             "org.delete", actor=actor, meta=meta, organization_id=caller_org.organization_id,
             details={"organization_name": caller_org.organization_name},

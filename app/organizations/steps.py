@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from app.auth.admins import AdminRepository
 from app.kit.events import DomainEvent, EventHook
+from app.members.invitations import InvitationRepository
+from app.members.team import TeamRepository
 from app.organizations.records import ACTIVE, Organization
 from app.organizations.repository import OrganizationRepository
 from app.tenancy.claims import ClaimRepository
@@ -85,8 +87,13 @@ class OrganizationSteps:
         claims: ClaimRepository,
         tenants: TenantCollections,
         events: EventHook,
+        *,
+        team: TeamRepository,
+        invitations: InvitationRepository,
     ) -> None:
         self.orgs = orgs
+        self.team = team
+        self.invitations = invitations
         self.admins = admins
         self.claims = claims
         self.tenants = tenants
@@ -173,6 +180,7 @@ class OrganizationSteps:
         fault("delete.after_drop")
         await hold.check()
         await self.admins.delete_of_org(org.organization_id)
+        await self.invitations.delete_of_org(org.organization_id)
         fault("delete.after_admins")
         await hold.check()
         await self.orgs.delete(org.organization_id, op_id=op.op_id)
@@ -188,7 +196,7 @@ class OrganizationSteps:
         change survives it, and a second revocation is harmless.
         """
         await hold.check()
-        await self.orgs.bump_token_version(op.organization_id, admin_id=op.admin_id)
+        await self.team.bump_token_version(op.organization_id, op.admin_id)
         await hold.finish()
         await self.events.emit(
             DomainEvent(
@@ -273,6 +281,7 @@ class OrganizationSteps:
             # Record gone: only the tail of the delete may be missing.
             await hold.check()
             await self.admins.delete_of_org(op.organization_id)
+            await self.invitations.delete_of_org(op.organization_id)
             await self.claims.release_all(op.organization_id)
             await hold.finish()
             await self.events.emit(_deleted(op))

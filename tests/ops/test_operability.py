@@ -206,7 +206,17 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.realstore  # runs the CLI as a process
 @pytest.mark.parametrize(
-    "args", [[], ["serve"], ["reconcile"], ["orgs"], ["orgs", "list"], ["orgs", "show"]]
+    "args",
+    [
+        [],
+        ["serve"],
+        ["reconcile"],
+        ["orgs"],
+        ["orgs", "list"],
+        ["orgs", "show"],
+        ["members", "list"],
+        ["invitations", "list"],
+    ],
 )
 def test_cli_help(args: list[str]) -> None:
     res = run_cli(*args, "--help", env={})
@@ -224,6 +234,16 @@ async def test_cli_reconcile_and_orgs(
         async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
             for name in ["Beta Org", "Alpha Org"]:
                 assert (await http.post("/org/create", json=org_body(name))).status_code == 201
+            body = org_body("Alpha Org")
+            login = await http.post(
+                "/admin/login", json={"email": body["email"], "password": body["password"]}
+            )
+            invited = await http.post(
+                "/org/invitations",
+                json={"email": "new@alpha.example.com", "role": "admin"},
+                headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+            )
+            assert invited.status_code == 201, invited.text
     finally:
         svc.stop()
     db = nx_client["ops_db"]
@@ -253,4 +273,18 @@ async def test_cli_reconcile_and_orgs(
     shown = json.loads(res.stdout)
     assert (shown["slug"], shown["documents"]) == ("alpha_org", 7)
     res = await asyncio.to_thread(run_cli, "orgs", "show", "nobody", env=env)
+    assert res.returncode == 1
+
+    res = await asyncio.to_thread(run_cli, "members", "list", "Alpha Org", env=env)
+    assert res.returncode == 0, res.stderr
+    [member] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert (member["email"], member["role"]) == (org_body("Alpha Org")["email"], "owner")
+    assert member["last_login_at"] is not None
+    res = await asyncio.to_thread(run_cli, "invitations", "list", "alpha-org", env=env)
+    assert res.returncode == 0, res.stderr
+    [invitation] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert (invitation["email"], invitation["role"]) == ("new@alpha.example.com", "admin")
+    assert invitation["invited_by"] == member["member_id"]
+    assert "token" not in res.stdout and "nonce" not in res.stdout
+    res = await asyncio.to_thread(run_cli, "members", "list", "nobody", env=env)
     assert res.returncode == 1

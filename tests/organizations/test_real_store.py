@@ -220,5 +220,13 @@ async def test_live_operation_is_left_alone_until_its_lease_ends(
 def organization_reconciler(repos: Repositories, settings: Settings, owner: str) -> Reconciler:
     """A reconciler wired as `app.wiring` wires it, named `owner`."""
     ctx = OperationContext(settings=settings, owner=owner, fault=FaultInjector(frozenset()))
-    steps = OrganizationSteps(repos.orgs, repos.admins, repos.claims, repos.tenants, EventHook())
+    steps = OrganizationSteps(
+        repos.orgs,
+        repos.admins,
+        repos.claims,
+        repos.tenants,
+        EventHook(),
+        team=repos.team,
+        invitations=repos.invitations,
+    )
     return Reconciler(repos.ops, {kind: steps.reconcile for kind in KINDS}, ctx)

@@ -19,9 +19,22 @@ async def assert_consistent(db: AsyncDatabase[Any]) -> list[dict[str, Any]]:
     for org in orgs:
         assert org["status"] == "active" and org["pending_op"] is None, org
         assert org["collection_name"] == "org_" + org["slug"], org
-        own = [a for a in admins if a["organization_id"] == org["_id"]]
-        assert [a["_id"] for a in own] == [org["admin"]["admin_id"]], (org, own)
+        own = sorted(a["_id"] for a in admins if a["organization_id"] == org["_id"])
+        team = org.get("team")
+        if team is None:  # a record of v1: one admin
+            assert own == [org["admin"]["admin_id"]], (org, own)
+            continue
+        # Every account is a member on the team and the reverse; the primary owner is an owner.
+        assert own == sorted(team["members"]), (org, own)
+        assert team["count"] == len(team["members"]), org
+        assert team["owners"] and set(team["owners"]) <= set(team["members"]), org
+        assert all(team["members"][o]["role"] == "owner" for o in team["owners"]), org
+        assert org["admin"]["admin_id"] == team["owners"][0], org
     assert {a["organization_id"] for a in admins} == {o["_id"] for o in orgs}, "orphan admin"
+    invitations = await db.invitations.find().to_list(length=None)
+    assert {i["organization_id"] for i in invitations} <= {o["_id"] for o in orgs}, (
+        "orphan invitation"
+    )
     assert tenant_collections == {o["collection_name"] for o in orgs}, (
         f"collections {sorted(tenant_collections)} vs organizations "
         f"{sorted(o['collection_name'] for o in orgs)}"

@@ -167,7 +167,8 @@ async def test_an_abandoned_password_change(
     )  # fmt: skip
     assert await reconcile(app) == {outcome: 1}
     [stored] = await assert_consistent(db)
-    assert stored["admin"]["token_version"] == bumped
+    admin_id = org["admin"]["admin_id"]
+    assert stored["team"]["members"][admin_id]["token_version"] == bumped  # the member's own
     got = await http.get(
         "/org/get",
         params={"organization_name": "Keys"},
