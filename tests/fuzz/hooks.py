@@ -17,8 +17,13 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import re
 import string
+import time
+from email import policy
+from email.parser import BytesParser
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import schemathesis
@@ -29,11 +34,13 @@ from app.audit.service import AUDIT_CURSOR_FORMAT
 from app.auth.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 from app.auth.schemas import PASSWORD_FORMAT
 from app.kit.fields import EMAIL_FORMAT, Email
+from app.members.router import CURSOR_FORMAT as ID_CURSOR_FORMAT
 from app.organizations.schemas import NAME_FORMAT, SLUG_CURSOR_FORMAT
 from app.tenancy.names import MAX_NAME_CHARS, InvalidName, validate_name
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("FUZZ_API_KEY", "")
+MAIL_DIR = os.environ.get("FUZZ_MAIL_DIR", "")
 DB_NAME = os.environ.get("FUZZ_DB", "orgsvc_fuzz")
 PASSWORD = "fuzzing-password-123"
 MAX_EMAIL_CHARS = 254
@@ -155,9 +162,54 @@ schemathesis.openapi.format(
     ),
 )
 
+schemathesis.openapi.format(
+    ID_CURSOR_FORMAT,
+    st.one_of(
+        st.text("0123456789abcdef", min_size=24, max_size=24).map(lambda s: _b64url(s.encode())),
+        st.sampled_from(["A", "A" * 65]),  # past the length keywords
+    ),
+)
+
 
 _LOGIN = {"email": "login@fuzz.example.com", "password": PASSWORD}
 _login_account: list[bool] = []
+
+
+def _invitation_token() -> str:
+    """A live invitation's token, read from the mail the service sent (MAIL_BACKEND=file), as an
+    invitee would: a fresh organization invites a fresh address."""
+    n = next(_counter)
+    owner, invitee = f"inviter{n}@fuzz.example.com", f"invitee{n}@fuzz.example.com"
+    before = set(os.listdir(MAIL_DIR))
+    with httpx.Client(base_url=BASE_URL, timeout=30) as http:
+        body = {"organization_name": f"fuzz inviter {n}", "email": owner, "password": PASSWORD}
+        http.post("/org/create", json=body).raise_for_status()
+        login = http.post("/admin/login", json={"email": owner, "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        res = http.post("/org/invitations", json={"email": invitee, "role": "member"}, headers=auth)
+        res.raise_for_status()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for name in set(os.listdir(MAIL_DIR)) - before:
+            with open(os.path.join(MAIL_DIR, name), "rb") as f:
+                message = BytesParser(policy=policy.default).parse(f)
+            text = message.get_body(preferencelist=("plain",))
+            found = re.search(r"token=([\w.%-]+)", text.get_content() if text else "")
+            if message["To"] == invitee and found:
+                return unquote(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError("the invitation mail did not arrive")
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Every valid accept, in every phase, carries a live invitation's token (a random one is
+    a 410, rightly), so the 201 path is fuzzed."""
+    meta = case.meta
+    if case.operation.path != "/invitations/accept" or meta is None:
+        return
+    if meta.generation.mode.is_positive and isinstance(case.body, dict):
+        case.body = {**case.body, "token": _invitation_token()}
 
 
 def map_case(ctx: Any, case: Any) -> Any:

@@ -53,7 +53,11 @@ def main() -> int:
             "LOGIN_MAX_FAILURES_PER_EMAIL": "10000",
             "LOGIN_MAX_FAILURES_PER_IP": "1000000",
             "LOG_LEVEL": "warning",
+            # Invitation mails as files: the hooks read an invitee's token from there.
+            "MAIL_BACKEND": "file",
+            "MAIL_FILE_DIR": str(Path(tmp) / "mail"),
         }
+        Path(env["MAIL_FILE_DIR"]).mkdir()
         service = ServiceProcess(env, log_path=Path(tmp) / "service.log")
         try:
             asyncio.run(service.start())
@@ -81,6 +85,7 @@ def main() -> int:
                 "FUZZ_BASE_URL": service.url,
                 "FUZZ_API_KEY": key,
                 "FUZZ_DB": env["MONGODB_DB"],
+                "FUZZ_MAIL_DIR": env["MAIL_FILE_DIR"],
                 "PYTHONPATH": str(ROOT),
             }
             print("fuzz:", " ".join(command), flush=True)

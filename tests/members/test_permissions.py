@@ -205,3 +205,19 @@ async def test_the_organization_shows_its_primary_owner_and_member_count() -> No
         )
         assert res.json()["admin"] == {"admin_id": w.ids["member"], "email": "member@acme.com"}
         assert res.json()["member_count"] == 2
+
+
+async def test_a_405_names_every_method_of_the_path() -> None:
+    """Paths served by several routes (GET and POST /org/invitations) answer 405 with all of
+    their methods in `Allow`, not only the first route's."""
+    async with custom_app() as (http, _):
+        for method, path, allow in [
+            ("PUT", "/org/invitations", "GET, POST"),
+            ("PUT", "/org/members/0123456789abcdef01234567", "DELETE, PATCH"),
+            ("POST", "/org/members", "GET"),
+            ("PUT", "/org/create", "POST"),
+        ]:
+            res = await http.request(method, path)
+            assert res.status_code == 405, (method, path)
+            assert res.headers["allow"] == allow, (method, path, res.headers["allow"])
+            assert res.json()["code"] == "method_not_allowed"

@@ -16,17 +16,9 @@ from app.kit.settings import Settings
 from app.kit.store import utcnow
 from tests.support.clients import PASSWORD, create_and_login
 from tests.support.consistency import assert_consistent
+from tests.support.operations import abandon, reconcile
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
-
-
-async def abandon(db: Any, op_id: str | None = None, **op: Any) -> str:
-    """An intent whose lease ran out long ago (fence 1), as a dead process leaves it."""
-    op_id = op_id or uuid.uuid4().hex
-    await db.operations.insert_one(
-        {"_id": op_id, "owner": "dead", "fence": 1, "lease_until": 0, "created_at": utcnow(), **op}
-    )
-    return op_id
 
 
 async def half_made_create(db: Any, op_id: str, slug: str) -> tuple[str, str]:
@@ -48,10 +40,6 @@ async def half_made_create(db: Any, op_id: str, slug: str) -> tuple[str, str]:
     )  # fmt: skip
     await db.create_collection(f"org_{slug}")
     return org_id, admin_id
-
-
-async def reconcile(app: FastAPI) -> dict[str, int]:
-    return dict(await app.state.svc.reconciler.run_once())
 
 
 @pytest.mark.parametrize(
