@@ -153,29 +153,15 @@ class AuthService:
                 admin.admin_id, old_hash=admin.password_hash, new_hash=new_hash
             )
         org_id, admin_id = org.organization_id, admin.admin_id
-        token, claims = self.tokens.issue(
-            admin_id=admin_id,
-            organization_id=org_id,
-            version=entry.token_version,
-            role=entry.role,
-        )
-        await self.admins.logged_in(admin_id)
-        await self._audit(
-            "admin.login", actor=Actor("admin", admin_id), meta=meta, organization_id=org_id
-        )
+        response = await self.token_for(admin_id, org_id, entry, meta=meta)
         await self.events.emit(DomainEvent("admin.logged_in", org_id, {"admin_id": admin_id}))
-        return TokenResponse(
-            access_token=token,
-            expires_in=claims.expires_at - claims.issued_at,
-            admin_id=claims.admin_id,
-            organization_id=claims.organization_id,
-        )
+        return response
 
     async def token_for(
         self, member_id: str, organization_id: str, entry: TeamEntry, *, meta: RequestMeta
     ) -> TokenResponse:
-        """A token for a member who just proved who they are another way (accepting an
-        invitation with a new password)."""
+        """A token for a member who proved who they are (a login, or accepting an invitation
+        with a new password); recorded as a login."""
         token, claims = self.tokens.issue(
             admin_id=member_id,
             organization_id=organization_id,

@@ -11,8 +11,10 @@ import typer
 from pydantic import ValidationError
 
 from app.kit.db import make_client
+from app.kit.errors import InvalidInput, NotFound
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings, get_settings
+from app.organizations.records import Organization
 from app.wiring import AppState, build_state
 
 T = TypeVar("T")
@@ -53,3 +55,20 @@ def run(make: Callable[[AppState], Awaitable[T]]) -> T:
             return await make(state)
 
     return asyncio.run(go())
+
+
+async def organization_named(state: AppState, name: str) -> Organization | None:
+    """The active organization named `name` (matched by slug), None when there is none; a bad
+    name is the usage error it is."""
+    try:
+        return await state.orgs.get_any(name)
+    except NotFound:
+        return None
+    except InvalidInput as exc:
+        detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
+        raise typer.BadParameter(str(detail)) from None
+
+
+def no_such_organization(name: str) -> typer.Exit:
+    typer.echo(f"no organization named {name!r}", err=True)
+    return typer.Exit(1)

@@ -9,8 +9,7 @@ from typing import Any
 
 import typer
 
-from app.cli.base import run
-from app.kit.errors import InvalidInput, NotFound
+from app.cli.base import no_such_organization, organization_named, run
 from app.members.schemas import last_login
 from app.wiring import AppState
 
@@ -26,13 +25,9 @@ def _each_page(
     name: str, fetch: Callable[[AppState, str, str | None], Awaitable[tuple[list[Any], str | None]]]
 ) -> list[dict[str, Any]]:
     async def go(state: AppState) -> list[dict[str, Any]] | None:
-        try:
-            org = await state.orgs.get_any(name)
-        except NotFound:
+        org = await organization_named(state, name)
+        if org is None:
             return None
-        except InvalidInput as exc:
-            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
-            raise typer.BadParameter(str(detail)) from None
         rows: list[dict[str, Any]] = []
         after: str | None = None
         while True:
@@ -43,8 +38,7 @@ def _each_page(
 
     found = run(go)
     if found is None:
-        typer.echo(f"no organization named {name!r}", err=True)
-        raise typer.Exit(1)
+        raise no_such_organization(name)
     return found
 
 

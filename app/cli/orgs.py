@@ -7,8 +7,7 @@ from typing import Any
 
 import typer
 
-from app.cli.base import run
-from app.kit.errors import InvalidInput, NotFound
+from app.cli.base import no_such_organization, organization_named, run
 from app.organizations.records import Organization
 from app.wiring import AppState
 
@@ -46,17 +45,12 @@ def orgs_show(name: str = typer.Argument(..., help="Organization name (matched b
     """Show one organization and how many documents its tenant collection holds."""
 
     async def go(state: AppState) -> dict[str, Any] | None:
-        try:
-            org = await state.orgs.get_any(name)
-        except NotFound:
+        org = await organization_named(state, name)
+        if org is None:
             return None
-        except InvalidInput as exc:
-            detail = exc.detail if isinstance(exc.detail, str) else exc.detail[0]["msg"]
-            raise typer.BadParameter(str(detail)) from None
         return {**_public(org), "documents": await state.orgs.document_count(org)}
 
     found = run(go)
     if found is None:
-        typer.echo(f"no organization named {name!r}", err=True)
-        raise typer.Exit(1)
+        raise no_such_organization(name)
     typer.echo(json.dumps(found, ensure_ascii=False, indent=2))

@@ -188,4 +188,9 @@ def mailer_from_settings(
         if settings.mail_file_dir is None:  # refused by Settings; kept for the type checker
             raise ValueError("MAIL_BACKEND=file needs MAIL_FILE_DIR")
         return FileMailer(settings.mail_file_dir)
+    if settings.environment == "production":
+        log.warning(
+            "MAIL_BACKEND=console in production: invitation mails go to this log (with their "
+            "links) instead of to anyone; set MAIL_BACKEND=smtp"
+        )
     return ConsoleMailer()

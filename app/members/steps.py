@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import ValidationError
-
 from app.auth.admins import AdminRepository
 from app.mail.outbox import OutboxRepository
 from app.members.invitations import InvitationRepository
@@ -73,10 +71,8 @@ class TeamSteps:
         self.mail_queued()
 
     async def reconcile(self, stored: Operation, hold: Hold) -> str:
-        try:
-            op = stored.as_kind(KINDS[stored.kind])
-        except (KeyError, ValidationError):
-            log.error("malformed %s operation %s; leaving it", stored.kind, stored.op_id)
+        op = stored.as_one_of(KINDS)
+        if op is None:
             return "unknown"
         org = await self.team.get(op.organization_id)
         team = org.team if org is not None else None

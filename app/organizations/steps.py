@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import ValidationError
-
 from app.auth.admins import AdminRepository
 from app.kit.events import DomainEvent, EventHook
 from app.members.invitations import InvitationRepository
@@ -210,10 +208,8 @@ class OrganizationSteps:
     # -------------------------------------------------------------- the reconciler's part
     async def reconcile(self, stored: Operation, hold: Hold) -> str:
         """Finish or undo one abandoned organization operation; returns what was done."""
-        try:
-            op = stored.as_kind(KINDS[stored.kind])
-        except (KeyError, ValidationError):
-            log.error("malformed %s operation %s; leaving it", stored.kind, stored.op_id)
+        op = stored.as_one_of(KINDS)
+        if op is None:
             return "unknown"
         org = await self.orgs.get(op.organization_id)
         owned = org is not None and org.pending_op == op.op_id

@@ -12,14 +12,17 @@ started operation and rolls a committed one forward.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import TypeVar
 
-from pydantic import AliasChoices, ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field, ValidationError
 from pymongo import ReturnDocument
 
 from app.kit.store import Collection, Database, Doc, Record, epoch_ms, utcnow
 
 STARTED, COMMITTED = "started", "committed"
+log = logging.getLogger("orgsvc.reconciler")
 
 Kind = TypeVar("Kind", bound="Operation")
 
@@ -44,6 +47,18 @@ class Operation(Record):
     def as_kind(self, cls: type[Kind]) -> Kind:
         """This operation as its kind's record (a ValidationError if it is not one)."""
         return cls.model_validate(self.model_dump())
+
+    def as_one_of(self, kinds: Mapping[str, type[Operation]]) -> Operation | None:
+        """This operation as the record of its kind among `kinds`; None (logged) when it is not
+        one of them or its fields do not read as that kind (the reconciler leaves it)."""
+        cls = kinds.get(self.kind)
+        if cls is not None:
+            try:
+                return self.as_kind(cls)
+            except ValidationError:
+                pass
+        log.error("malformed %s operation %s; leaving it", self.kind, self.op_id)
+        return None
 
     def to_doc(self) -> Doc:
         """The intent's own fields (the repository adds the lease, fence and state)."""
