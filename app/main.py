@@ -24,6 +24,7 @@ from app.members import router as members_router
 from app.ops import health
 from app.ops import metrics as metrics_router
 from app.organizations import router as org_router
+from app.pages import router as pages_router
 from app.wiring import build_state
 
 log = logging.getLogger("orgsvc")
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(audit_router.router)
     app.include_router(members_router.router)
     app.include_router(jwks.router)
+    app.include_router(pages_router.router)
     if settings.org_create_requires_key:
         org_router.document_required_create_key(app)
     return app

@@ -1,0 +1,164 @@
+"""The accept page: `GET /invitations/accept?token=...` (the link in the invitation mail) and its
+form's `POST /invitations/accept/form`, which calls the same `TeamService.accept` as the JSON
+`POST /invitations/accept`.
+
+The link is checked before the form is shown (read-only: `pending_invitation`), so whoever
+follows a used, revoked or expired link learns it before choosing a password. Statuses follow
+the JSON API: 410 for every token that is not a live invitation's (missing and malformed ones
+too: one answer for all), 409 `email_taken` / `seat_limit`, 422 for the password rules (or a
+confirmation that differs); 200 for the form and for the success page.
+
+The token travels only in the URL, the hidden form field and the body: never in the page's
+text or a log line (the access log writes the route template, not the query).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse
+
+from app.deps import Meta, State, Teams
+from app.kit.errors import (
+    AppError,
+    EmailTaken,
+    InvitationInvalid,
+    NotFound,
+    OperationInProgress,
+    SeatLimit,
+)
+from app.members.invitations import PENDING
+from app.members.tokens import invitation_id_of, same_hash
+from app.pages.web import BadForm, password_problems, read_form, render
+from app.tenancy.lease import OperationLost
+from app.wiring import AppState
+
+router = APIRouter(include_in_schema=False)
+
+FORM_ACTION = "/invitations/accept/form"
+HEADING = "Accept the invitation"
+
+INVALID = (
+    "This invitation link does not work any more: it was already used, revoked, or it has "
+    "expired. Ask the person who invited you for a new invitation."
+)
+# What each error of the service means to the invitee, and the status of the page. The
+# organization gone meanwhile (`NotFound`) is, to the invitee, one more invalid invitation.
+MESSAGES: list[tuple[type[AppError], int | None, str]] = [
+    (InvitationInvalid, None, INVALID),
+    (NotFound, 410, INVALID),
+    (
+        EmailTaken,
+        None,
+        "This email address already belongs to an account, so it cannot join through this "
+        "invitation. Log in with it, or ask for an invitation to another address.",
+    ),
+    (
+        SeatLimit,
+        None,
+        "The organization has no free seat right now. Ask an owner or admin to make room, "
+        "then open the link from your mail again.",
+    ),
+    (OperationInProgress, None, "The organization is being changed right now. Please try again."),
+    (OperationLost, None, "The service was interrupted. Please try again."),
+]
+UNEXPECTED = "The invitation could not be accepted. Please try again later."
+# Errors after which the same form may simply be sent again (it is shown again).
+RETRY = (OperationInProgress, OperationLost)
+
+
+def explain(exc: AppError) -> tuple[int, str]:
+    """The page's status and message for an error of the service (never its internals)."""
+    for kind, status, message in MESSAGES:
+        if isinstance(exc, kind):
+            return status or exc.status, message
+    return exc.status, UNEXPECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Invited:
+    """What the invitee is told about a live invitation: where, as what, with which email."""
+
+    organization: str
+    role: str
+    email: str
+
+
+async def pending_invitation(state: AppState, token: str) -> Invited | None:
+    """The live invitation `token` names, or None (unknown, malformed, used, revoked, expired).
+
+    Read-only: the same checks as `TeamService.accept` makes before it writes anything, and the
+    team's seat (a revoked invitation loses it before its record says so)."""
+    invitation_id = invitation_id_of(token)
+    if invitation_id is None:
+        return None
+    invitation = await state.repos.invitations.get(invitation_id)
+    if (
+        invitation is None
+        or not same_hash(token, invitation.token_hash)
+        or invitation.status != PENDING
+        or invitation.expired
+    ):
+        return None
+    org = await state.repos.team.get(invitation.organization_id)
+    if org is None or org.team is None or invitation.invitation_id not in org.team.invites:
+        return None
+    return Invited(org.organization_name, invitation.role, invitation.email)
+
+
+def _invalid(request: Request) -> HTMLResponse:
+    return render(request, "accept.html", status=410, heading=HEADING, problems=[INVALID])
+
+
+def _form(
+    request: Request, token: str, invited: Invited, *, status: int, problems: list[str]
+) -> HTMLResponse:
+    return render(
+        request,
+        "accept.html",
+        status=status,
+        heading=HEADING,
+        problems=problems,
+        form={"action": FORM_ACTION, "token": token},
+        invited=invited,
+    )
+
+
+@router.get("/invitations/accept", response_class=HTMLResponse)
+async def accept_page(request: Request, state: State, token: str = "") -> HTMLResponse:
+    """The form to choose a password, or why the link does not work (410)."""
+    invited = await pending_invitation(state, token)
+    if invited is None:
+        return _invalid(request)
+    return _form(request, token, invited, status=200, problems=[])
+
+
+@router.post(FORM_ACTION, response_class=HTMLResponse)
+async def accept_form(request: Request, state: State, teams: Teams, meta: Meta) -> HTMLResponse:
+    """The form's answer: the member is made (the success page), or why not."""
+    try:
+        form = await read_form(request, "token", "password", "password_confirm")
+    except BadForm:
+        problem = "The form could not be read. Open the link from your mail again."
+        return render(request, "accept.html", status=400, heading=HEADING, problems=[problem])
+    token = form["token"]
+    problems = password_problems(form["password"], form["password_confirm"])
+    if problems:
+        invited = await pending_invitation(state, token)
+        if invited is None:
+            return _invalid(request)  # the password would not help: say so first
+        return _form(request, token, invited, status=422, problems=problems)
+    try:
+        login, member = await teams.accept(token, form["password"], meta=meta)
+    except AppError as exc:
+        status, message = explain(exc)
+        invited = await pending_invitation(state, token) if isinstance(exc, RETRY) else None
+        if invited is not None:
+            return _form(request, token, invited, status=status, problems=[message])
+        return render(request, "accept.html", status=status, heading=HEADING, problems=[message])
+    org = await state.repos.team.get(login.organization_id)
+    joined = Invited(
+        org.organization_name if org is not None else "the organization", member.role, member.email
+    )
+    return render(request, "accept.html", status=200, heading="Invitation accepted", joined=joined)
