@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(members_router.router)
     app.include_router(jwks.router)
     app.include_router(pages_router.router)
+    app.include_router(pages_router.page)
     if settings.org_create_requires_key:
         org_router.document_required_create_key(app)
     return app

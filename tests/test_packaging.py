@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -117,3 +119,25 @@ async def test_openapi_version_is_the_package_version(api: httpx.AsyncClient) ->
     assert app.__version__ == installed
     spec = (await api.get("/openapi.json")).json()
     assert spec["info"]["version"] == installed
+
+
+@pytest.mark.realstore  # builds a wheel in a subprocess (seconds)
+def test_the_wheel_holds_the_pages_templates_and_stylesheet(tmp_path: Path) -> None:
+    """What the image installs (`pip install .`): the code and the pages' non-Python files. Built
+    from a clean copy of the sources (a `build/` left in the checkout would hide a miss)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "app", src / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--wheel-dir", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    [wheel] = (tmp_path / "dist").glob("orgsvc-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = {p.name for p in (ROOT / "app" / "pages" / "templates").glob("*.html")}
+    assert templates and {f"app/pages/templates/{t}" for t in templates} <= names
+    assert "app/pages/static/pages.css" in names
+    assert "app/main.py" in names

@@ -68,6 +68,15 @@ class MemberView:
 
 
 @dataclass(frozen=True, slots=True)
+class InvitationView:
+    """What an invitee is told about a live invitation."""
+
+    organization: str
+    role: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What a decision on the team writes: the new team, and the primary owner when it moves."""
 
@@ -375,6 +384,28 @@ class TeamService:
             await self._change_team(org_id, decide)
             await self.invitations.revoked(invitation_id)
         await self._emit("invitation.revoked", org_id, invitation_id=invitation_id)
+
+    async def peek(self, token: str) -> InvitationView | None:
+        """The live invitation `token` names (where, as what, for which address), or None for
+        every other token. Read-only: the checks `accept` makes before it writes, and the
+        invitation's seat on the team (a revocation removes that first)."""
+        invitation_id = invitation_id_of(token)
+        invitation = await self.invitations.get(invitation_id) if invitation_id else None
+        if (
+            invitation is None
+            or not same_hash(token, invitation.token_hash)
+            or invitation.status != PENDING
+            or invitation.expired
+        ):
+            return None
+        org = await self.team.get(invitation.organization_id)
+        if org is None or org.team is None or invitation.invitation_id not in org.team.invites:
+            return None
+        return InvitationView(org.organization_name, invitation.role, invitation.email)
+
+    async def organization_name(self, org_id: str) -> str | None:
+        org = await self.team.get(org_id)
+        return None if org is None else org.organization_name
 
     async def accept(
         self, token: str, password: str, *, meta: RequestMeta

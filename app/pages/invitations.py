@@ -2,7 +2,7 @@
 form's `POST /invitations/accept/form`, which calls the same `TeamService.accept` as the JSON
 `POST /invitations/accept`.
 
-The link is checked before the form is shown (read-only: `pending_invitation`), so whoever
+The link is checked before the form is shown (read-only: `TeamService.peek`), so whoever
 follows a used, revoked or expired link learns it before choosing a password. Statuses follow
 the JSON API: 410 for every token that is not a live invitation's (missing and malformed ones
 too: one answer for all), 409 `email_taken` / `seat_limit`, 422 for the password rules (or a
@@ -14,12 +14,12 @@ text or a log line (the access log writes the route template, not the query).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
-from app.deps import Meta, State, Teams
+from app.deps import Meta, Teams
 from app.kit.errors import (
     AppError,
     EmailTaken,
@@ -28,13 +28,17 @@ from app.kit.errors import (
     OperationInProgress,
     SeatLimit,
 )
-from app.members.invitations import PENDING
-from app.members.tokens import invitation_id_of, same_hash
+from app.kit.responses import errors
+from app.members.service import InvitationView as Invited
 from app.pages.web import BadForm, password_problems, read_form, render
 from app.tenancy.lease import OperationLost
-from app.wiring import AppState
 
 router = APIRouter(include_in_schema=False)
+# The link's page is in the OpenAPI schema (an HTML answer), as the contract names its path; the
+# form's own route is not (it is the page's, not the API's).
+page = APIRouter(tags=["pages"])
+HTML = {"text/html": {"schema": {"type": "string"}}}
+ERROR_BODY = "#/components/schemas/ErrorBody"
 
 FORM_ACTION = "/invitations/accept/form"
 HEADING = "Accept the invitation"
@@ -76,37 +80,6 @@ def explain(exc: AppError) -> tuple[int, str]:
     return exc.status, UNEXPECTED
 
 
-@dataclass(frozen=True, slots=True)
-class Invited:
-    """What the invitee is told about a live invitation: where, as what, with which email."""
-
-    organization: str
-    role: str
-    email: str
-
-
-async def pending_invitation(state: AppState, token: str) -> Invited | None:
-    """The live invitation `token` names, or None (unknown, malformed, used, revoked, expired).
-
-    Read-only: the same checks as `TeamService.accept` makes before it writes anything, and the
-    team's seat (a revoked invitation loses it before its record says so)."""
-    invitation_id = invitation_id_of(token)
-    if invitation_id is None:
-        return None
-    invitation = await state.repos.invitations.get(invitation_id)
-    if (
-        invitation is None
-        or not same_hash(token, invitation.token_hash)
-        or invitation.status != PENDING
-        or invitation.expired
-    ):
-        return None
-    org = await state.repos.team.get(invitation.organization_id)
-    if org is None or org.team is None or invitation.invitation_id not in org.team.invites:
-        return None
-    return Invited(org.organization_name, invitation.role, invitation.email)
-
-
 def _invalid(request: Request) -> HTMLResponse:
     return render(request, "accept.html", status=410, heading=HEADING, problems=[INVALID])
 
@@ -125,17 +98,42 @@ def _form(
     )
 
 
-@router.get("/invitations/accept", response_class=HTMLResponse)
-async def accept_page(request: Request, state: State, token: str = "") -> HTMLResponse:
-    """The form to choose a password, or why the link does not work (410)."""
-    invited = await pending_invitation(state, token)
+@page.get(
+    "/invitations/accept",
+    response_class=HTMLResponse,
+    responses={
+        200: {"description": "The form to choose a password.", "content": HTML},
+        410: {
+            "description": "Why the link does not work (used, revoked, expired, unknown).",
+            "content": HTML,
+        },
+        # The errors before the page (the query's validation, the database) are the API's JSON.
+        **{
+            status: {
+                "description": entry["description"],
+                "content": {"application/json": {"schema": {"$ref": ERROR_BODY}}},
+            }
+            for status, entry in errors(
+                422, 503, s422="`validation_error`: a `token` longer than 200 characters."
+            ).items()
+        },
+    },
+)
+async def accept_page(
+    request: Request,
+    teams: Teams,
+    token: Annotated[str, Query(max_length=200, description="The token from the mail.")] = "",
+) -> HTMLResponse:
+    """The invitation mail's link: an HTML page (no JavaScript needed) where the invitee
+    chooses a password; it posts to `/invitations/accept/form`."""
+    invited = await teams.peek(token)
     if invited is None:
         return _invalid(request)
     return _form(request, token, invited, status=200, problems=[])
 
 
 @router.post(FORM_ACTION, response_class=HTMLResponse)
-async def accept_form(request: Request, state: State, teams: Teams, meta: Meta) -> HTMLResponse:
+async def accept_form(request: Request, teams: Teams, meta: Meta) -> HTMLResponse:
     """The form's answer: the member is made (the success page), or why not."""
     try:
         form = await read_form(request, "token", "password", "password_confirm")
@@ -145,7 +143,7 @@ async def accept_form(request: Request, state: State, teams: Teams, meta: Meta) 
     token = form["token"]
     problems = password_problems(form["password"], form["password_confirm"])
     if problems:
-        invited = await pending_invitation(state, token)
+        invited = await teams.peek(token)
         if invited is None:
             return _invalid(request)  # the password would not help: say so first
         return _form(request, token, invited, status=422, problems=problems)
@@ -153,12 +151,10 @@ async def accept_form(request: Request, state: State, teams: Teams, meta: Meta) 
         login, member = await teams.accept(token, form["password"], meta=meta)
     except AppError as exc:
         status, message = explain(exc)
-        invited = await pending_invitation(state, token) if isinstance(exc, RETRY) else None
+        invited = await teams.peek(token) if isinstance(exc, RETRY) else None
         if invited is not None:
             return _form(request, token, invited, status=status, problems=[message])
         return render(request, "accept.html", status=status, heading=HEADING, problems=[message])
-    org = await state.repos.team.get(login.organization_id)
-    joined = Invited(
-        org.organization_name if org is not None else "the organization", member.role, member.email
-    )
+    name = await teams.organization_name(login.organization_id)
+    joined = Invited(name or "the organization", member.role, member.email)
     return render(request, "accept.html", status=200, heading="Invitation accepted", joined=joined)

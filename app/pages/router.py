@@ -26,3 +26,4 @@ async def stylesheet() -> Response:
 
 
 router.include_router(invitations.router, include_in_schema=False)
+page = invitations.page  # the pages that are in the schema (`app.main` includes it)

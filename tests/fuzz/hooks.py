@@ -203,12 +203,16 @@ def _invitation_token() -> str:
 
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    """Every valid accept, in every phase, carries a live invitation's token (a random one is
-    a 410, rightly), so the 201 path is fuzzed."""
+    """Every valid accept and every valid open of the accept page, in every phase, carries a
+    live invitation's token (a random one is a 410, rightly), so the 201/200 paths are fuzzed."""
     meta = case.meta
     if case.operation.path != "/invitations/accept" or meta is None:
         return
-    if meta.generation.mode.is_positive and isinstance(case.body, dict):
+    if not meta.generation.mode.is_positive:
+        return
+    if case.method.upper() == "GET":  # the mail's link: the page's form for a live token
+        case.query = {**(case.query or {}), "token": _invitation_token()}
+    elif isinstance(case.body, dict):
         case.body = {**case.body, "token": _invitation_token()}
 
 

@@ -213,14 +213,17 @@ async def test_a_body_that_is_not_a_form_is_400(world: World) -> None:
     assert await world.members() == ["owner@acme.example"]
 
 
-async def test_the_stylesheet_and_no_page_in_the_openapi_schema(world: World) -> None:
+async def test_the_stylesheet_and_the_pages_in_the_openapi_schema(world: World) -> None:
     css = await world.http.get("/static/pages.css")
     assert css.status_code == 200
     assert css.headers["content-type"] == "text/css; charset=utf-8"
     assert ":focus-visible" in css.text
     paths = world.app.openapi()["paths"]
     assert "/static/pages.css" not in paths and FORM not in paths
-    assert list(paths[PAGE]) == ["post"]  # the JSON accept only
+    # The link's page is documented (an HTML answer, the contract names its path); its form's
+    # route and the stylesheet are the page's own, not the API's.
+    assert sorted(paths[PAGE]) == ["get", "post"]
+    assert set(paths[PAGE]["get"]["responses"]["410"]["content"]) == {"text/html"}
 
 
 async def test_the_token_is_in_no_log_line(world: World, caplog: pytest.LogCaptureFixture) -> None:
