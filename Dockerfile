@@ -31,13 +31,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && pip install --requirement /tmp/requirements.txt
 
 # 2. The project alone (pyproject.toml names README.md as the package readme, so the build needs
-#    it); `pip check` fails the build if step 1 missed a dependency.
+#    it); `pip check` fails the build if step 1 missed a dependency, and importing the app (from
+#    outside the sources) fails it if the pages' templates or stylesheet did not get installed.
 COPY README.md ./
 COPY app ./app
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
     && pip check \
-    && orgsvc --help > /dev/null
+    && orgsvc --help > /dev/null \
+    && cd / && python -c "import app.main"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
