@@ -1,0 +1,69 @@
+"""Authentication is one database round trip per request, whatever the size of the team: the
+organization record with the caller's team entry only (measured with the driver's command
+monitoring on the real store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient, monitoring
+
+from app.kit.db import EmbeddedMongo
+from app.kit.settings import Settings
+from tests.mail.support import wait_until
+from tests.support.apps import app_client
+from tests.support.clients import bearer, create_and_login
+from tests.support.teams import add_member
+
+
+async def _drained(outbox: Any) -> bool:
+    pending: int = await outbox.count_documents({"state": "pending"})
+    return pending == 0
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.on = False
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        collection = str(event.command.get(event.command_name))
+        # The mail worker runs in the background of the same process: its polls are not the
+        # request's (and are drained before measuring anyway).
+        if self.on and collection != "mail_outbox":
+            self.seen.append((event.command_name, collection))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+async def test_an_authenticated_request_costs_one_read(
+    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    commands = Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        nx_server.url, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        async with app_client(settings, client) as (http, app):
+            _, owner = await create_and_login(http, "Acme", "owner@acme.com")
+            _, member = await add_member(http, app, owner, "m1@acme.com")
+            for i in range(2, 12):  # a team of 12: still one read of one entry
+                await add_member(http, app, owner, f"m{i}@acme.com")
+            outbox = client[settings.mongodb_db].mail_outbox
+            await wait_until(lambda: _drained(outbox))
+            for token in (owner, member):
+                commands.seen.clear()
+                commands.on = True
+                res = await http.get(
+                    "/org/get", params={"organization_name": "Acme"}, headers=bearer(token)
+                )
+                commands.on = False
+                assert res.status_code == 200
+                assert res.json()["member_count"] == 12
+                assert commands.seen == [("find", "organizations")], commands.seen
+    finally:
+        await client.close()
