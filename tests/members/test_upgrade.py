@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,22 @@ from tests.support.clients import PASSWORD, TEST_SECRET, bearer
 FIXTURE = Path(__file__).parent / "fixtures" / "v1_store.json"
 
 
+def as_of_now(dump: dict[str, list[dict[str, Any]]]) -> None:
+    """Move the fixture's revocation clocks to now: it was made at one time and is loaded at
+    another, and a logout's denylist mark lasts only as long as the tokens it covers."""
+    made = max(o["updated_at"] for o in dump["organizations"])
+    made = made if made.tzinfo else made.replace(tzinfo=UTC)
+    offset = datetime.now(UTC) - made
+    for org in dump["organizations"]:
+        if org["admin"].get("denylist_until_ms"):
+            org["admin"]["denylist_until_ms"] += int(offset.total_seconds() * 1000)
+    for revoked in dump["revoked_tokens"]:
+        revoked["expires_at"] = revoked["expires_at"] + offset
+
+
 async def load_v1_store(db: Any) -> dict[str, list[dict[str, Any]]]:
     dump: dict[str, list[dict[str, Any]]] = json_util.loads(FIXTURE.read_text())
+    as_of_now(dump)
     for name, docs in dump.items():
         if docs:
             await db[name].insert_many(docs)
