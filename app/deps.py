@@ -19,6 +19,7 @@ from app.auth.service import AuthService, Principal
 from app.kit.errors import Unauthorized
 from app.members.service import TeamService
 from app.organizations.service import OrganizationService
+from app.sessions.service import SessionService
 from app.wiring import AppState
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from `POST /admin/login`.")
@@ -82,6 +83,13 @@ async def get_team_service(state: State) -> TeamService:
 Teams = Annotated[TeamService, Depends(get_team_service)]
 
 
+async def get_session_service(state: State) -> SessionService:
+    return state.sessions
+
+
+Sessions = Annotated[SessionService, Depends(get_session_service)]
+
+
 async def get_audit(state: State) -> AuditService:
     return state.audit
 
@@ -98,7 +106,12 @@ async def request_meta(request: Request) -> RequestMeta:
     """The client IP (resolved by the edge middleware) and the request id, for audit entries."""
     state = request.scope.get("state", {})
     client = request.client.host if request.client else None
-    return RequestMeta(ip=state.get("client_ip", client), request_id=state.get("request_id"))
+    agent = request.headers.get("user-agent")
+    return RequestMeta(
+        ip=state.get("client_ip", client),
+        request_id=state.get("request_id"),
+        user_agent=agent[:200] if agent else None,
+    )
 
 
 Meta = Annotated[RequestMeta, Depends(request_meta)]

@@ -25,6 +25,7 @@ from app.ops import health
 from app.ops import metrics as metrics_router
 from app.organizations import router as org_router
 from app.pages import router as pages_router
+from app.sessions import router as sessions_router
 from app.wiring import build_state
 
 log = logging.getLogger("orgsvc")
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(metrics_router.router)
     app.include_router(audit_router.router)
     app.include_router(members_router.router)
+    app.include_router(sessions_router.router)
     app.include_router(jwks.router)
     app.include_router(pages_router.router)
     app.include_router(pages_router.page)

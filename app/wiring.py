@@ -41,6 +41,9 @@ from app.members.tokens import InvitationTokens
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
+from app.sessions.repository import SessionRepository
+from app.sessions.service import SessionService
+from app.sessions.tokens import RefreshTokens
 from app.tenancy.claims import ClaimRepository
 from app.tenancy.collections import TenantCollections
 from app.tenancy.context import OperationContext
@@ -65,6 +68,7 @@ class Repositories:
     audit: AuditRepository
     invitations: InvitationRepository
     outbox: OutboxRepository
+    sessions: SessionRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -81,6 +85,7 @@ class Repositories:
             audit=AuditRepository(db),
             invitations=InvitationRepository(db),
             outbox=OutboxRepository(db),
+            sessions=SessionRepository(db),
         )
 
     async def ensure_indexes(self) -> None:
@@ -95,6 +100,7 @@ class Repositories:
         await self.audit.ensure_indexes()
         await self.invitations.ensure_indexes()
         await self.outbox.ensure_indexes()
+        await self.sessions.ensure_indexes()
 
 
 @dataclass(slots=True)
@@ -115,6 +121,7 @@ class AppState:
     events: EventHook
     team: TeamService
     mail: MailWorker
+    sessions: SessionService
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
@@ -199,8 +206,18 @@ def build_state(
         hasher=hasher,
         audit=audit_log,
     )
+    sessions = SessionService(
+        sessions=repos.sessions,
+        team=repos.team,
+        revocations=repos.revocations,
+        tokens=tokens,
+        refresh=RefreshTokens(keys),
+        audit=audit_log,
+        settings=settings,
+    )
     auth = AuthService(
         team=repos.team,
+        sessions=sessions,
         admins=repos.admins,
         revocations=repos.revocations,
         hasher=hasher,
@@ -236,4 +253,5 @@ def build_state(
             ctx=ctx,
         ),
         mail=mail,
+        sessions=sessions,
     )

@@ -57,6 +57,9 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
     ("get", "/invitations/accept"): (None, {"200", "410", "422", "503"}),
     ("post", "/admin/login"): (None, {"200", "400", "401", "413", "422", "429", "503"}),
     ("post", "/admin/logout"): ([BEARER], {"204", "401", "503"}),
+    ("post", "/admin/refresh"): (None, {"200", "400", "401", "413", "422", "503"}),
+    ("get", "/admin/sessions"): ([BEARER], {"200", "401", "422", "503"}),
+    ("delete", "/admin/sessions/{session_id}"): ([BEARER], {"204", "401", "404", "422", "503"}),
     ("post", "/admin/logout-all"): ([BEARER], {"204", "401", "503"}),
     ("get", "/health"): (None, {"200"}),
     ("get", "/ready"): (None, {"200", "503"}),
@@ -107,7 +110,8 @@ def test_security_and_statuses(spec: dict[str, Any], method: str, path: str) -> 
     assert set(op["responses"]) == statuses
     for status, response in op["responses"].items():
         headers = response.get("headers", {})
-        if status == "401" and path != "/admin/login":  # login's 401 is no auth challenge
+        # login's and refresh's 401s are no auth challenge (no bearer token was sent)
+        if status == "401" and path not in ("/admin/login", "/admin/refresh"):
             assert headers["WWW-Authenticate"]["required"] is True
             assert headers["WWW-Authenticate"]["schema"]["enum"] == ["Bearer"]
         else:

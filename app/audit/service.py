@@ -41,6 +41,7 @@ class RequestMeta:
 
     ip: str | None = None
     request_id: str | None = None
+    user_agent: str | None = None  # kept on sessions (at most 200 characters), not in audit entries
 
 
 @dataclass(frozen=True, slots=True)

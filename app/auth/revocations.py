@@ -1,4 +1,5 @@
-"""The `revoked_tokens` collection: a denylist of token ids (jti) that lives as long as the tokens.
+"""The `revoked_tokens` collection: a denylist of token ids (jti) and ended sessions
+(`sid:<id>`) that lives as long as the tokens they cover.
 
 A revoked token is rejected while its document exists; the document's `expires_at` is the
 token's own expiry, so the TTL index removes it once the token could not be used anyway.
@@ -29,3 +30,7 @@ class RevocationRepository:
 
     async def is_revoked(self, jti: str) -> bool:
         return await self.col.find_one({"_id": jti}, {"_id": 1}) is not None
+
+    async def any_revoked(self, keys: list[str]) -> bool:
+        """Whether any of these (a token's jti, its session's `sid:<id>`) is denied: one read."""
+        return await self.col.find_one({"_id": {"$in": keys}}, {"_id": 1}) is not None

@@ -52,6 +52,8 @@ class LoginRequest(StrictModel):
     email: Email
     # Any length is accepted here so that a wrong-length password is a plain 401, not a hint.
     password: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1024)]
+    # A longer-lived session (REFRESH_TOKEN_REMEMBER_ME_DAYS instead of REFRESH_TOKEN_TTL_HOURS).
+    remember_me: bool = False
 
 
 class TokenResponse(BaseModel):
@@ -62,3 +64,8 @@ class TokenResponse(BaseModel):
     expires_in: int
     admin_id: str
     organization_id: str
+    refresh_token: str = Field(
+        description="Exchange it at `POST /admin/refresh` (once: each refresh returns a new one)."
+    )
+    refresh_expires_in: int = Field(description="Seconds until the refresh token expires.")
+    session_id: str

@@ -26,6 +26,7 @@ from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms
 from app.members.team import TeamRepository
 from app.organizations.records import Organization, TeamEntry
+from app.sessions.service import SessionService, sid_key
 
 NO_META = RequestMeta()
 REVOCATION_GRACE_SECONDS = 60
@@ -73,6 +74,7 @@ class AuthService:
         self,
         *,
         team: TeamRepository,
+        sessions: SessionService,
         admins: AdminRepository,
         revocations: RevocationRepository,
         hasher: PasswordHasher,
@@ -82,6 +84,7 @@ class AuthService:
         events: EventHook | None = None,
     ) -> None:
         self.team = team
+        self.sessions = sessions
         self.admins = admins
         self.revocations = revocations
         self.hasher = hasher
@@ -153,32 +156,32 @@ class AuthService:
                 admin.admin_id, old_hash=admin.password_hash, new_hash=new_hash
             )
         org_id, admin_id = org.organization_id, admin.admin_id
-        response = await self.token_for(admin_id, org_id, entry, meta=meta)
+        response = await self.token_for(
+            admin_id, org_id, entry, meta=meta, remember_me=body.remember_me
+        )
         await self.events.emit(DomainEvent("admin.logged_in", org_id, {"admin_id": admin_id}))
         return response
 
     async def token_for(
-        self, member_id: str, organization_id: str, entry: TeamEntry, *, meta: RequestMeta
+        self,
+        member_id: str,
+        organization_id: str,
+        entry: TeamEntry,
+        *,
+        meta: RequestMeta,
+        remember_me: bool = False,
     ) -> TokenResponse:
-        """A token for a member who proved who they are (a login, or accepting an invitation
-        with a new password); recorded as a login."""
-        token, claims = self.tokens.issue(
-            admin_id=member_id,
-            organization_id=organization_id,
-            version=entry.token_version,
-            role=entry.role,
+        """A new session, and its tokens, for a member who proved who they are (a login, or
+        accepting an invitation with a new password); recorded as a login."""
+        response = await self.sessions.open(
+            member_id, organization_id, entry, meta=meta, remember_me=remember_me
         )
         await self.admins.logged_in(member_id)
         await self._audit(
             "admin.login", actor=Actor("admin", member_id), meta=meta,
             organization_id=organization_id,
         )  # fmt: skip
-        return TokenResponse(
-            access_token=token,
-            expires_in=claims.expires_at - claims.issued_at,
-            admin_id=claims.admin_id,
-            organization_id=claims.organization_id,
-        )
+        return response
 
     async def authenticate(self, token: str) -> Principal:
         """The principal behind a bearer token, checked against the database on every request."""
@@ -196,14 +199,17 @@ class AuthService:
             # members never log a token out, and their requests cost one read.
             or (
                 epoch_ms() < entry.denylist_until_ms
-                and await self.revocations.is_revoked(claims.jti)
+                and await self.revocations.any_revoked(_denylist_keys(claims))
             )
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
+        if claims.session_id is not None:
+            await self.sessions.used(claims.session_id)
         return Principal(claims=claims, organization=org, role=entry.role)
 
     async def logout(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
-        """Revoke the presented token on every replica, until it would have expired anyway."""
+        """Revoke the presented token on every replica, until it would have expired anyway, and
+        end its session (every other token of that session too)."""
         claims = principal.claims
         # First tell the organization record that a denylist entry may exist until then (so
         # authentication knows to look), then write the entry: a crash in between only makes
@@ -220,6 +226,7 @@ class AuthService:
             # Kept a little past `exp`: verification allows a few seconds of clock leeway.
             expires_at=datetime.fromtimestamp(claims.expires_at + REVOCATION_GRACE_SECONDS, UTC),
         )
+        await self.sessions.end_current(claims, meta=meta)  # and its refresh token with it
         await self._audit(
             "admin.logout", actor=principal.actor, meta=meta,
             organization_id=claims.organization_id,
@@ -229,11 +236,13 @@ class AuthService:
         )
 
     async def logout_all(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
-        """Revoke every token of this admin (a new token version, as a password change does)."""
+        """Revoke every token and session of this member (a new token version, as a password
+        change does)."""
         claims = principal.claims
         bumped = await self.team.bump_token_version(claims.organization_id, claims.admin_id)
         if not bumped:
             raise Unauthorized("Token has been revoked.", code="token_revoked")
+        await self.sessions.ended_all(claims.organization_id, claims.admin_id)
         await self._audit(
             "admin.logout_all", actor=principal.actor, meta=meta,
             organization_id=claims.organization_id,
@@ -243,3 +252,10 @@ class AuthService:
                 "admin.logged_out_all", claims.organization_id, {"admin_id": claims.admin_id}
             )
         )
+
+
+def _denylist_keys(claims: TokenClaims) -> list[str]:
+    """What may deny this token: its jti (logout of a token) and its session (ended)."""
+    if claims.session_id is None:
+        return [claims.jti]
+    return [claims.jti, sid_key(claims.session_id)]

@@ -29,6 +29,7 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     version: int
+    session_id: str | None = None  # tokens issued before sessions carry none
 
 
 class TokenManager:
@@ -53,7 +54,13 @@ class TokenManager:
         self.lifetime_seconds = expires_minutes * 60
 
     def issue(
-        self, *, admin_id: str, organization_id: str, version: int, role: str | None = None
+        self,
+        *,
+        admin_id: str,
+        organization_id: str,
+        version: int,
+        role: str | None = None,
+        session_id: str | None = None,
     ) -> tuple[str, TokenClaims]:
         """A signed token for this member, and its claims. `role` is a hint for clients only:
         authorization reads the member's role from the database on every request."""
@@ -65,6 +72,7 @@ class TokenManager:
             issued_at=now,
             expires_at=now + self.lifetime_seconds,
             version=version,
+            session_id=session_id,
         )
         payload: dict[str, Any] = {
             "sub": admin_id,
@@ -79,6 +87,8 @@ class TokenManager:
         }
         if role is not None:
             payload["role"] = role
+        if session_id is not None:
+            payload["sid"] = session_id
         signing = self.keys.signing
         token = jwt.encode(
             payload, signing.key, algorithm=signing.algorithm, headers={"kid": signing.kid}
@@ -118,6 +128,7 @@ class TokenManager:
                 issued_at=int(payload["iat"]),
                 expires_at=int(payload["exp"]),
                 version=_integer(payload["ver"]),
+                session_id=_text(payload["sid"]) if "sid" in payload else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidToken("malformed claims") from exc

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     # Largest request head (request line + headers); larger is 431, refused while it is read.
     max_header_bytes: int = Field(default=16_384, ge=4096, le=1024 * 1024)
 
+    # --- sessions (app/sessions/; contract section 2) --------------------------------------
+    # A session lives this long after its last refresh (each refresh moves it); `remember_me`
+    # at login gives the longer one.
+    refresh_token_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    refresh_token_remember_me_days: float = Field(default=30.0, gt=0, le=365)
+    # A session's `last_used_at` is written at most this often per process (not per request).
+    session_touch_seconds: float = Field(default=60.0, ge=0, le=3600)
+
     # --- teams (app/members/; contract section 1) -------------------------------------------
     invitation_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     # Seats of an organization without its own `max_members`: members plus pending invitations.

@@ -84,14 +84,19 @@ async def test_every_action_is_audited_without_secrets() -> None:
             ("org.create", "failure", "organization_exists"),
             ("admin.login", "failure", "invalid_credentials"),
             ("admin.login", "failure", "invalid_credentials"),
+            ("session.created", "success", None),
             ("admin.login", "success", None),
             ("org.update", "success", None),
             ("org.rename", "success", None),
             ("org.update", "success", None),
+            ("session.created", "success", None),
             ("admin.login", "success", None),
+            ("session.ended", "success", None),
             ("admin.logout", "success", None),
+            ("session.created", "success", None),
             ("admin.login", "success", None),
             ("admin.logout_all", "success", None),
+            ("session.created", "success", None),
             ("admin.login", "success", None),
             ("org.delete", "success", None),
         ]
@@ -153,14 +158,14 @@ async def test_get_audit_is_the_callers_org_newest_first_with_cursor() -> None:
             if not cursor:
                 break
         actions = [e["action"] for e in seen]
-        # create, login, 5 renames: newest first, nothing of Globex.
-        assert actions == ["org.rename"] * 5 + ["admin.login", "org.create"]
+        # create, session, login, 5 renames: newest first, nothing of Globex.
+        assert actions == ["org.rename"] * 5 + ["admin.login", "session.created", "org.create"]
         assert [e["details"]["to"] for e in seen[:5]] == [f"Acme {i}" for i in range(4, -1, -1)]
-        assert len({e["id"] for e in seen}) == 7
+        assert len({e["id"] for e in seen}) == 8
         times = [e["at"] for e in seen]
         assert times == sorted(times, reverse=True)
         globex = (await http.get("/org/audit", headers=bearer(other))).json()["items"]
-        assert [e["action"] for e in globex] == ["admin.login", "org.create"]
+        assert [e["action"] for e in globex] == ["admin.login", "session.created", "org.create"]
         for bad in ("nonsense", "MTIz", "x" * 300):
             res = await http.get("/org/audit", params={"cursor": bad}, headers=bearer(token))
             assert res.status_code == 422 and res.json()["code"] == "validation_error"
@@ -179,7 +184,8 @@ async def test_deleted_orgs_entries_expire_after_retention(
     assert res.status_code == 204
     col = nx_client[settings.mongodb_db]["audit_log"]
     gone = await col.find({"organization_id": org["organization_id"]}).to_list(None)
-    assert {e["action"] for e in gone} == {"org.create", "admin.login", "org.delete"}
+    actions = {e["action"] for e in gone}
+    assert actions == {"org.create", "session.created", "admin.login", "org.delete"}
     retention = timedelta(days=settings.audit_retention_days)
     now = datetime.now(UTC)
     for entry in gone:
