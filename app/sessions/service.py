@@ -129,6 +129,7 @@ class SessionService:
             user_agent=meta.user_agent,
         )
         await self.sessions.create(session, expires_at=now + lifetime)
+        self._remember_use(session_id, session.last_used_ms)  # just written
         await self.audit.record(
             "session.created", actor=Actor("admin", member_id), meta=meta,
             organization_id=organization_id,
@@ -260,8 +261,11 @@ class SessionService:
         last = self._touched.get(session_id)
         if last is not None and now - last < self.touch_every_ms:
             return
-        self._touched[session_id] = now
+        self._remember_use(session_id, now)
+        await self.sessions.touch(session_id, now_ms=now)
+
+    def _remember_use(self, session_id: str, now_ms: int) -> None:
+        self._touched[session_id] = now_ms
         self._touched.move_to_end(session_id)
         while len(self._touched) > TOUCHES_KEPT:
             self._touched.popitem(last=False)
-        await self.sessions.touch(session_id, now_ms=now)

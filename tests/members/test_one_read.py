@@ -67,3 +67,26 @@ async def test_an_authenticated_request_costs_one_read(
                 assert commands.seen == [("find", "organizations")], commands.seen
     finally:
         await client.close()
+
+
+async def test_a_sessions_last_use_costs_one_write_per_touch_interval(
+    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    """The one thing a request may add: its session's `last_used_at`, written at most once per
+    SESSION_TOUCH_SECONDS by a process (here 0: every request), never a second read."""
+    commands = Commands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        nx_server.url, tz_aware=True, event_listeners=[commands]
+    )
+    try:
+        every = settings.model_copy(update={"session_touch_seconds": 0})
+        async with app_client(every, client) as (http, _):
+            _, owner = await create_and_login(http, "Acme", "owner@acme.com")
+            commands.seen.clear()
+            commands.on = True
+            res = await http.get("/org/members", headers=bearer(owner))
+            commands.on = False
+            assert res.status_code == 200
+            assert commands.seen[:2] == [("find", "organizations"), ("update", "sessions")]
+    finally:
+        await client.close()
