@@ -68,6 +68,15 @@ class MemberView:
 
 
 @dataclass(frozen=True, slots=True)
+class Joined:
+    """A member just made by an accepted invitation."""
+
+    organization_id: str
+    member: MemberView
+    entry: TeamEntry
+
+
+@dataclass(frozen=True, slots=True)
 class InvitationView:
     """What an invitee is told about a live invitation."""
 
@@ -410,8 +419,17 @@ class TeamService:
     async def accept(
         self, token: str, password: str, *, meta: RequestMeta
     ) -> tuple[TokenResponse, MemberView]:
-        """Become a member through an invitation, and be logged in. One answer (410) for every
-        token that is not a live invitation's."""
+        """Become a member through an invitation, and be logged in (a new session)."""
+        joined = await self.join(token, password, meta=meta)
+        response = await self.auth.token_for(
+            joined.member.member_id, joined.organization_id, joined.entry, meta=meta
+        )
+        return response, joined.member
+
+    async def join(self, token: str, password: str, *, meta: RequestMeta) -> Joined:
+        """Become a member through an invitation, without logging in (the accept page: its
+        invitee logs in afterwards, so no session is opened for nobody). One answer (410) for
+        every token that is not a live invitation's."""
         invitation_id = invitation_id_of(token)
         invitation = await self.invitations.get(invitation_id) if invitation_id else None
         if (
@@ -435,9 +453,8 @@ class TeamService:
             account = await self.admins.get_account(member_id, org_id=org_id)
             if account is None:
                 raise InvitationInvalid()  # removed at once by someone else
-            response = await self.auth.token_for(account.member_id, org_id, entry, meta=meta)
         await self._emit("member.joined", org_id, member_id=member_id, role=entry.role)
-        return response, _view(account, entry)
+        return Joined(org_id, _view(account, entry), entry)
 
     async def _join(self, invitation: Invitation, member_id: str, password_hash: str) -> TeamEntry:
         org_id, inv_id = invitation.organization_id, invitation.invitation_id

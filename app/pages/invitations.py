@@ -148,13 +148,13 @@ async def accept_form(request: Request, teams: Teams, meta: Meta) -> HTMLRespons
             return _invalid(request)  # the password would not help: say so first
         return _form(request, token, invited, status=422, problems=problems)
     try:
-        login, member = await teams.accept(token, form["password"], meta=meta)
+        joined = await teams.join(token, form["password"], meta=meta)
     except AppError as exc:
         status, message = explain(exc)
         invited = await teams.peek(token) if isinstance(exc, RETRY) else None
         if invited is not None:
             return _form(request, token, invited, status=status, problems=[message])
         return render(request, "accept.html", status=status, heading=HEADING, problems=[message])
-    name = await teams.organization_name(login.organization_id)
-    joined = Invited(name or "the organization", member.role, member.email)
-    return render(request, "accept.html", status=200, heading="Invitation accepted", joined=joined)
+    name = await teams.organization_name(joined.organization_id)
+    shown = Invited(name or "the organization", joined.member.role, joined.member.email)
+    return render(request, "accept.html", status=200, heading="Invitation accepted", joined=shown)

@@ -118,6 +118,8 @@ async def test_the_form_without_javascript_makes_the_member(world: World) -> Non
     page = read(res.text)
     assert f"You are now a member of Acme as member. You can log in with {NEWCOMER}." in page.text
     assert token not in res.text  # the success page holds no form, so no token at all
+    # Joined without a session: the page hands out no tokens, so it opens none.
+    assert await world.db.sessions.count_documents({}) == 1  # the owner's own login
     login = await world.http.post("/admin/login", json={"email": NEWCOMER, "password": PASSWORD})
     assert login.status_code == 200, login.text
     assert await world.members() == [NEWCOMER, "owner@acme.example"]
