@@ -259,3 +259,18 @@ async def test_malformed_and_unknown_refresh_tokens_are_invalid() -> None:
         current = rotated.json()["refresh_token"]
         res = await http.post("/admin/refresh", json={"refresh_token": current})
         assert res.status_code == 200, res.text
+
+
+async def test_sessions_and_their_denylist_entries_expire_on_their_own() -> None:
+    async with custom_app() as (http, app):
+        repos = app.state.svc.repos
+        indexes = await repos.sessions.col.index_information()
+        ttl = [i for i in indexes.values() if i.get("expireAfterSeconds") == 0]
+        assert [i["key"] for i in ttl] == [[("expires_at", 1)]]
+        denylist = await repos.revocations.col.index_information()
+        assert any(i.get("expireAfterSeconds") == 0 for i in denylist.values())
+        assert (await http.post("/org/create", json=org_body("E", "o@e.com"))).status_code == 201
+        await http.post("/admin/login", json={"email": "o@e.com", "password": PASSWORD})
+        [stored] = await repos.sessions.col.find().to_list(None)
+        assert stored["expires_at"] > stored["created_at"]  # what the TTL index reads
+        assert "refresh_token" not in stored and len(stored["refresh_hash"]) == 64  # a hash only
