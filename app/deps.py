@@ -19,6 +19,7 @@ from app.auth.service import AuthService, Principal
 from app.kit.errors import Unauthorized
 from app.members.service import TeamService
 from app.organizations.service import OrganizationService
+from app.recovery.service import RecoveryService
 from app.sessions.service import SessionService
 from app.wiring import AppState
 
@@ -88,6 +89,13 @@ async def get_session_service(state: State) -> SessionService:
 
 
 Sessions = Annotated[SessionService, Depends(get_session_service)]
+
+
+async def get_recovery_service(state: State) -> RecoveryService:
+    return state.recovery
+
+
+Recovery = Annotated[RecoveryService, Depends(get_recovery_service)]
 
 
 async def get_audit(state: State) -> AuditService:

@@ -24,7 +24,9 @@ from app.members import router as members_router
 from app.ops import health
 from app.ops import metrics as metrics_router
 from app.organizations import router as org_router
+from app.pages import reset as reset_page
 from app.pages import router as pages_router
+from app.recovery import router as recovery_router
 from app.sessions import router as sessions_router
 from app.wiring import build_state
 
@@ -110,6 +112,9 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(jwks.router)
     app.include_router(pages_router.router)
     app.include_router(pages_router.page)
+    app.include_router(recovery_router.router)
+    app.include_router(reset_page.router)
+    app.include_router(reset_page.page)
     if settings.org_create_requires_key:
         org_router.document_required_create_key(app)
     return app

@@ -41,6 +41,12 @@ from app.members.tokens import InvitationTokens
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
+from app.recovery.limit import ResetLimiter
+from app.recovery.mail import KIND as RESET_KIND
+from app.recovery.mail import ResetMail
+from app.recovery.repository import ResetRepository
+from app.recovery.service import RecoveryService
+from app.recovery.tokens import ResetTokens
 from app.sessions.repository import SessionRepository
 from app.sessions.service import SessionService
 from app.sessions.tokens import RefreshTokens
@@ -69,6 +75,7 @@ class Repositories:
     invitations: InvitationRepository
     outbox: OutboxRepository
     sessions: SessionRepository
+    resets: ResetRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -86,6 +93,7 @@ class Repositories:
             invitations=InvitationRepository(db),
             outbox=OutboxRepository(db),
             sessions=SessionRepository(db),
+            resets=ResetRepository(db),
         )
 
     async def ensure_indexes(self) -> None:
@@ -101,6 +109,7 @@ class Repositories:
         await self.invitations.ensure_indexes()
         await self.outbox.ensure_indexes()
         await self.sessions.ensure_indexes()
+        await self.resets.ensure_indexes()
 
 
 @dataclass(slots=True)
@@ -122,6 +131,7 @@ class AppState:
     team: TeamService
     mail: MailWorker
     sessions: SessionService
+    recovery: RecoveryService
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
@@ -172,10 +182,18 @@ def build_state(
     invitation_mail = InvitationMail(
         repos.invitations, repos.team, invitation_tokens, base_url=settings.public_base_url
     )
+    reset_mail = ResetMail(
+        repos.resets,
+        repos.admins,
+        repos.team,
+        ResetTokens(keys),
+        base_url=settings.public_base_url,
+        ttl_minutes=settings.password_reset_ttl_minutes,
+    )
     mail = MailWorker(
         repos.outbox,
         mailer_from_settings(settings),
-        {"invitation": invitation_mail.compose},
+        {"invitation": invitation_mail.compose, RESET_KIND: reset_mail.compose},
         sender=settings.mail_from,
         owner=ctx.owner,
         policy=MailPolicy.from_settings(settings),
@@ -254,4 +272,16 @@ def build_state(
         ),
         mail=mail,
         sessions=sessions,
+        recovery=RecoveryService(
+            resets=repos.resets,
+            admins=repos.admins,
+            team=repos.team,
+            outbox=repos.outbox,
+            limiter=ResetLimiter(repos.login_attempts, settings),
+            orgs=orgs,
+            sessions=sessions,
+            hasher=hasher,
+            audit=audit_log,
+            mail_queued=mail.kick,
+        ),
     )

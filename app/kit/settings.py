@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     # Seats of an organization without its own `max_members`: members plus pending invitations.
     max_members_per_org: int = Field(default=50, ge=1, le=10_000)
 
+    # --- password reset (app/recovery/; contract section 2) ---------------------------------
+    # POST /admin/password/forgot: at most this many requests per email and per client IP in
+    # the window (429 `rate_limited` beyond); a reset link works once, for this long.
+    password_reset_max_per_email: int = Field(default=3, ge=1, le=10_000)
+    password_reset_max_per_ip: int = Field(default=20, ge=1, le=1_000_000)
+    password_reset_window_seconds: int = Field(default=3600, ge=1, le=7 * 86_400)
+    password_reset_ttl_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+
     # --- mail (app/mail/; contract section 7) ---------------------------------------------
     # `console` (development: the message is logged, the only log line allowed to hold a token),
     # `file` (one .eml per message in MAIL_FILE_DIR) or `smtp` (SMTP_HOST is then required).

@@ -201,14 +201,51 @@ def _invitation_token() -> str:
     raise AssertionError("the invitation mail did not arrive")
 
 
+def _reset_token() -> str:
+    """A live password-reset token, read from the reset mail the service sent (MAIL_BACKEND=file)
+    as its member would: a fresh organization's owner asks for one."""
+    n = next(_counter)
+    owner = f"forgetful{n}@fuzz.example.com"
+    before = set(os.listdir(MAIL_DIR))
+    with httpx.Client(base_url=BASE_URL, timeout=30) as http:
+        body = {"organization_name": f"fuzz forgetful {n}", "email": owner, "password": PASSWORD}
+        http.post("/org/create", json=body).raise_for_status()
+        http.post("/admin/password/forgot", json={"email": owner}).raise_for_status()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for name in set(os.listdir(MAIL_DIR)) - before:
+            with open(os.path.join(MAIL_DIR, name), "rb") as f:
+                message = BytesParser(policy=policy.default).parse(f)
+            text = message.get_body(preferencelist=("plain",))
+            found = re.search(r"token=([\w.%-]+)", text.get_content() if text else "")
+            if message["To"] == owner and found:
+                return unquote(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError("the reset mail did not arrive")
+
+
+_page_token: list[str] = []  # opening the reset page does not use its token up: one will do
+
+
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Every valid accept and every valid open of the accept page, in every phase, carries a
-    live invitation's token (a random one is a 410, rightly), so the 201/200 paths are fuzzed."""
+    live invitation's token (a random one is a 410, rightly), so the 201/200 paths are fuzzed;
+    likewise every valid reset (a fresh reset token each: it works once) and every valid open
+    of the reset page."""
     meta = case.meta
-    if case.operation.path != "/invitations/accept" or meta is None:
+    if meta is None or not meta.generation.mode.is_positive:
         return
-    if not meta.generation.mode.is_positive:
+    path = case.operation.path
+    if path == "/admin/password/reset" and isinstance(case.body, dict):
+        case.body = {**case.body, "token": _reset_token()}
+        return
+    if path == "/password/reset":
+        if not _page_token:
+            _page_token.append(_reset_token())
+        case.query = {**(case.query or {}), "token": _page_token[0]}
+        return
+    if path != "/invitations/accept":
         return
     if case.method.upper() == "GET":  # the mail's link: the page's form for a live token
         case.query = {**(case.query or {}), "token": _invitation_token()}
