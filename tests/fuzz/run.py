@@ -53,7 +53,7 @@ def main() -> int:
             "LOGIN_MAX_FAILURES_PER_EMAIL": "10000",
             "LOGIN_MAX_FAILURES_PER_IP": "1000000",
             # The fuzzer's forgots and the hook's all come from 127.0.0.1.
-            "PASSWORD_RESET_MAX_PER_EMAIL": "1000000",
+            "PASSWORD_RESET_MAX_PER_EMAIL": "10000",
             "PASSWORD_RESET_MAX_PER_IP": "1000000",
             "LOG_LEVEL": "warning",
             # Invitation mails as files: the hooks read an invitee's token from there.
