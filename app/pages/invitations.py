@@ -14,9 +14,7 @@ text or a log line (the access log writes the route template, not the query).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from app.deps import Meta, Teams
@@ -28,17 +26,21 @@ from app.kit.errors import (
     OperationInProgress,
     SeatLimit,
 )
-from app.kit.responses import errors
 from app.members.service import InvitationView as Invited
-from app.pages.web import BadForm, password_problems, read_form, render
+from app.pages.web import (
+    BadForm,
+    TokenQuery,
+    link_page_responses,
+    password_problems,
+    read_form,
+    render,
+)
 from app.tenancy.lease import OperationLost
 
 router = APIRouter(include_in_schema=False)
 # The link's page is in the OpenAPI schema (an HTML answer), as the contract names its path; the
 # form's own route is not (it is the page's, not the API's).
 page = APIRouter(tags=["pages"])
-HTML = {"text/html": {"schema": {"type": "string"}}}
-ERROR_BODY = "#/components/schemas/ErrorBody"
 
 FORM_ACTION = "/invitations/accept/form"
 HEADING = "Accept the invitation"
@@ -101,28 +103,15 @@ def _form(
 @page.get(
     "/invitations/accept",
     response_class=HTMLResponse,
-    responses={
-        200: {"description": "The form to choose a password.", "content": HTML},
-        410: {
-            "description": "Why the link does not work (used, revoked, expired, unknown).",
-            "content": HTML,
-        },
-        # The errors before the page (the query's validation, the database) are the API's JSON.
-        **{
-            status: {
-                "description": entry["description"],
-                "content": {"application/json": {"schema": {"$ref": ERROR_BODY}}},
-            }
-            for status, entry in errors(
-                422, 503, s422="`validation_error`: a `token` longer than 200 characters."
-            ).items()
-        },
-    },
+    responses=link_page_responses(
+        form="The form to choose a password.",
+        invalid="Why the link does not work (used, revoked, expired, unknown).",
+    ),
 )
 async def accept_page(
     request: Request,
     teams: Teams,
-    token: Annotated[str, Query(max_length=200, description="The token from the mail.")] = "",
+    token: TokenQuery = "",
 ) -> HTMLResponse:
     """The invitation mail's link: an HTML page (no JavaScript needed) where the invitee
     chooses a password; it posts to `/invitations/accept/form`."""

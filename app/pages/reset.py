@@ -12,16 +12,20 @@ script, no-store, no-referrer) are `app.pages.web`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from app.deps import Meta, Recovery
 from app.kit.errors import AppError
-from app.kit.responses import errors
-from app.pages.invitations import ERROR_BODY, HTML
-from app.pages.web import BadForm, password_problems, read_form, render
+from app.pages.web import (
+    BadForm,
+    TokenQuery,
+    link_page_responses,
+    password_problems,
+    read_form,
+    render,
+)
 from app.recovery.service import RecoveryService, ResetTokenInvalid
 from app.tenancy.lease import OperationLost
 
@@ -71,28 +75,15 @@ def _form(
 @page.get(
     "/password/reset",
     response_class=HTMLResponse,
-    responses={
-        200: {"description": "The form to choose a new password.", "content": HTML},
-        410: {
-            "description": "Why the link does not work (used, expired, unknown).",
-            "content": HTML,
-        },
-        # The errors before the page (the query's validation, the database) are the API's JSON.
-        **{
-            status: {
-                "description": entry["description"],
-                "content": {"application/json": {"schema": {"$ref": ERROR_BODY}}},
-            }
-            for status, entry in errors(
-                422, 503, s422="`validation_error`: a `token` longer than 200 characters."
-            ).items()
-        },
-    },
+    responses=link_page_responses(
+        form="The form to choose a new password.",
+        invalid="Why the link does not work (used, expired, unknown).",
+    ),
 )
 async def reset_page(
     request: Request,
     recovery: Recovery,
-    token: Annotated[str, Query(max_length=200, description="The token from the mail.")] = "",
+    token: TokenQuery = "",
 ) -> HTMLResponse:
     """The reset mail's link: an HTML page (no JavaScript needed) where the member chooses a
     new password; it posts to `/password/reset/form`."""

@@ -14,17 +14,18 @@ allows no script at all and only the service's own stylesheet.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import jinja2
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.templating import Jinja2Templates
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import HTMLResponse
 
 from app.auth.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 from app.auth.schemas import Password
+from app.kit.responses import errors
 
 HERE = Path(__file__).resolve().parent
 SERVICE_NAME = "Organization service"
@@ -129,3 +130,23 @@ def password_problems(password: str, confirm: str) -> list[str]:
     if password != confirm:
         problems.append("The two passwords do not match.")
     return problems
+
+
+# A link page's token (`?token=` from a mail) and its OpenAPI answers: HTML for the page itself;
+# the errors before the page (the query's validation, the database) are the API's JSON.
+TokenQuery = Annotated[str, Query(max_length=200, description="The token from the mail.")]
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
+def link_page_responses(*, form: str, invalid: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a page opened from a mailed link: 200 `form`, 410 `invalid`."""
+    before = errors(422, 503, s422="`validation_error`: a `token` longer than 200 characters.")
+    return {
+        200: {"description": form, "content": _HTML},
+        410: {"description": invalid, "content": _HTML},
+        **{
+            status: {"description": entry["description"], "content": _ERROR_BODY}
+            for status, entry in before.items()
+        },
+    }
