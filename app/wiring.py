@@ -36,11 +36,11 @@ from app.members.mail import InvitationMail
 from app.members.service import TeamService
 from app.members.steps import KINDS as TEAM_KINDS
 from app.members.steps import TeamSteps
-from app.members.team import TeamRepository
 from app.members.tokens import InvitationTokens
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
+from app.organizations.team import TeamRepository
 from app.recovery.limit import ResetLimiter
 from app.recovery.mail import KIND as RESET_KIND
 from app.recovery.mail import ResetMail

@@ -21,7 +21,7 @@ class AdminCredentials(Record):
 
 class MemberAccount(Record):
     """A member's account as others may see it (never the hash). The role is not here: the
-    team on the organization record holds it (`app.members.team`)."""
+    team on the organization record holds it (`app.organizations.team`)."""
 
     member_id: str = Field(validation_alias=AliasChoices("_id", "member_id"))
     organization_id: str

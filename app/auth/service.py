@@ -1,7 +1,7 @@
 """Login, logout and per-request authentication.
 
 A request costs one primary-key read of the organization record with the caller's team entry
-only (`app.members.team`): the member's role, `token_version` (password change, logout-all and
+only (`app.organizations.team`): the member's role, `token_version` (password change, logout-all and
 removal end its tokens) and `denylist_until_ms`, the time until which a logged-out token of
 this member may still be unexpired; only then is the jti denylist read as well. Login is
 rate-limited per email and per client IP before any password is checked, and every login, good
@@ -24,12 +24,11 @@ from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
 from app.kit.errors import InvalidCredentials, Unauthorized
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms
-from app.members.team import TeamRepository
 from app.organizations.records import Organization, TeamEntry
-from app.sessions.service import SessionService, sid_key
+from app.organizations.team import TeamRepository
+from app.sessions.service import REVOCATION_GRACE_SECONDS, SessionService, sid_key
 
 NO_META = RequestMeta()
-REVOCATION_GRACE_SECONDS = 60
 
 
 def entry_of(org: Organization, member_id: str) -> TeamEntry | None:
@@ -211,20 +210,13 @@ class AuthService:
         """Revoke the presented token on every replica, until it would have expired anyway, and
         end its session (every other token of that session too)."""
         claims = principal.claims
-        # First tell the organization record that a denylist entry may exist until then (so
-        # authentication knows to look), then write the entry: a crash in between only makes
-        # requests look at the denylist for nothing, never miss an entry.
-        await self.team.mark_denylist(
-            claims.organization_id,
-            claims.admin_id,
-            until_ms=(claims.expires_at + REVOCATION_GRACE_SECONDS) * 1000,
-        )
-        await self.revocations.revoke(
+        # Kept a little past `exp`: verification allows a few seconds of clock leeway.
+        until = datetime.fromtimestamp(claims.expires_at + REVOCATION_GRACE_SECONDS, UTC)
+        await self.sessions.deny(
             claims.jti,
-            admin_id=claims.admin_id,
             organization_id=claims.organization_id,
-            # Kept a little past `exp`: verification allows a few seconds of clock leeway.
-            expires_at=datetime.fromtimestamp(claims.expires_at + REVOCATION_GRACE_SECONDS, UTC),
+            member_id=claims.admin_id,
+            until=until,
         )
         await self.sessions.end_current(claims, meta=meta)  # and its refresh token with it
         await self._audit(

@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import AliasChoices, Field
 from pymongo import ReturnDocument
 
-from app.kit.store import Collection, Database, Doc, Record, StoredTime, epoch_ms, utcnow
+from app.kit.store import Collection, Database, Record, StoredTime, epoch_ms, utcnow
 
 PENDING, ACCEPTING, ACCEPTED, REVOKED = "pending", "accepting", "accepted", "revoked"
 
@@ -93,7 +93,3 @@ class InvitationRepository:
 
     async def delete_of_org(self, org_id: str) -> None:
         await self.col.delete_many({"organization_id": org_id})
-
-
-def as_doc(invitation: Invitation) -> Doc:
-    return {"_id": invitation.invitation_id, **invitation.model_dump(exclude={"invitation_id"})}

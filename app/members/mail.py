@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 from app.kit.store import Doc
 from app.mail.message import MailMessage
 from app.members.invitations import PENDING, InvitationRepository
-from app.members.team import TeamRepository
 from app.members.tokens import InvitationTokens, same_hash
+from app.organizations.team import TeamRepository
 
 log = logging.getLogger("orgsvc.members")
 

@@ -27,7 +27,7 @@ from app.members.schemas import (
     last_login,
 )
 from app.members.service import MemberView
-from app.members.team import is_member_id
+from app.organizations.team import is_member_id
 
 router = APIRouter(tags=["members"])
 

@@ -37,9 +37,9 @@ from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms, new_id, utcnow
 from app.members.invitations import PENDING, Invitation, InvitationRepository
 from app.members.steps import AcceptOp, InviteOp, RemoveOp, TeamSteps
-from app.members.team import TeamRepository, is_member_id
 from app.members.tokens import InvitationTokens, invitation_id_of, same_hash, token_hash
 from app.organizations.records import InviteSlot, Organization, Team, TeamEntry
+from app.organizations.team import TeamRepository, is_member_id
 from app.tenancy.context import OperationContext
 from app.tenancy.lease import Hold
 from app.tenancy.operations import Operation, OperationRepository

@@ -1,7 +1,7 @@
 """The team's multi-step changes as operations (intents), and the reconciler's part for each.
 
 Each decides by the state it finds, not by a recorded commit point: the team on the organization
-record (`app.members.team`) is the truth, and the commit point of each kind is its one
+record (`app.organizations.team`) is the truth, and the commit point of each kind is its one
 compare-and-set there. An invitation whose seat is on the team is rolled forward (its mail is
 queued, which is idempotent), one whose seat is not is undone; likewise an accept (is the new
 member on the team?) and a removal (is the member gone from it?).
@@ -9,18 +9,15 @@ member on the team?) and a removal (is the member gone from it?).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Literal
 
 from app.auth.admins import AdminRepository
 from app.mail.outbox import OutboxRepository
 from app.members.invitations import InvitationRepository
-from app.members.team import TeamRepository
+from app.organizations.team import TeamRepository
 from app.tenancy.lease import Hold
 from app.tenancy.operations import Operation
-
-log = logging.getLogger("orgsvc.members")
 
 
 class InviteOp(Operation):

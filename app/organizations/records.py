@@ -69,7 +69,7 @@ class InviteSlot(Record):
 
 class Team(Record):
     """The organization's members and pending invitations, written only as a whole through a
-    compare-and-set on `version` (`app.members.team`), so the invariants that span members
+    compare-and-set on `version` (`app.organizations.team`), so the invariants that span members
     (one owner at least, seats) hold under any race. Authentication reads the caller's entry
     only (a projection), with `count` and `owners`."""
 

@@ -9,23 +9,21 @@ is undone until its commit point and rolled forward after it (`app.tenancy.opera
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Literal
 
 from app.auth.admins import AdminRepository
 from app.kit.events import DomainEvent, EventHook
 from app.members.invitations import InvitationRepository
-from app.members.team import TeamRepository
 from app.organizations.records import ACTIVE, Organization
 from app.organizations.repository import OrganizationRepository
+from app.organizations.team import TeamRepository
 from app.tenancy.claims import ClaimRepository
 from app.tenancy.collections import TenantCollections
 from app.tenancy.lease import Hold, OperationLost
 from app.tenancy.names import collection_for
 from app.tenancy.operations import Operation
 
-log = logging.getLogger("orgsvc.steps")
 Fault = Callable[[str], None]
 
 

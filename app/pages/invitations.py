@@ -29,6 +29,7 @@ from app.kit.errors import (
 from app.members.service import InvitationView as Invited
 from app.pages.web import (
     BadForm,
+    LinkPage,
     TokenQuery,
     link_page_responses,
     password_problems,
@@ -82,22 +83,7 @@ def explain(exc: AppError) -> tuple[int, str]:
     return exc.status, UNEXPECTED
 
 
-def _invalid(request: Request) -> HTMLResponse:
-    return render(request, "accept.html", status=410, heading=HEADING, problems=[INVALID])
-
-
-def _form(
-    request: Request, token: str, invited: Invited, *, status: int, problems: list[str]
-) -> HTMLResponse:
-    return render(
-        request,
-        "accept.html",
-        status=status,
-        heading=HEADING,
-        problems=problems,
-        form={"action": FORM_ACTION, "token": token},
-        invited=invited,
-    )
+LINK_PAGE = LinkPage("accept.html", HEADING, FORM_ACTION, INVALID, subject="invited")
 
 
 @page.get(
@@ -117,8 +103,8 @@ async def accept_page(
     chooses a password; it posts to `/invitations/accept/form`."""
     invited = await teams.peek(token)
     if invited is None:
-        return _invalid(request)
-    return _form(request, token, invited, status=200, problems=[])
+        return LINK_PAGE.invalid(request)
+    return LINK_PAGE.form(request, token, invited, status=200, problems=[])
 
 
 @router.post(FORM_ACTION, response_class=HTMLResponse)
@@ -134,15 +120,15 @@ async def accept_form(request: Request, teams: Teams, meta: Meta) -> HTMLRespons
     if problems:
         invited = await teams.peek(token)
         if invited is None:
-            return _invalid(request)  # the password would not help: say so first
-        return _form(request, token, invited, status=422, problems=problems)
+            return LINK_PAGE.invalid(request)  # the password would not help: say so first
+        return LINK_PAGE.form(request, token, invited, status=422, problems=problems)
     try:
         joined = await teams.join(token, form["password"], meta=meta)
     except AppError as exc:
         status, message = explain(exc)
         invited = await teams.peek(token) if isinstance(exc, RETRY) else None
         if invited is not None:
-            return _form(request, token, invited, status=status, problems=[message])
+            return LINK_PAGE.form(request, token, invited, status=status, problems=[message])
         return render(request, "accept.html", status=status, heading=HEADING, problems=[message])
     name = await teams.organization_name(joined.organization_id)
     shown = Invited(name or "the organization", joined.member.role, joined.member.email)

@@ -20,6 +20,7 @@ from app.deps import Meta, Recovery
 from app.kit.errors import AppError
 from app.pages.web import (
     BadForm,
+    LinkPage,
     TokenQuery,
     link_page_responses,
     password_problems,
@@ -54,22 +55,7 @@ async def _account(recovery: RecoveryService, token: str) -> Account | None:
     return None if found is None else Account(email=found[0], organization=found[1])
 
 
-def _invalid(request: Request) -> HTMLResponse:
-    return render(request, "reset.html", status=410, heading=HEADING, problems=[INVALID])
-
-
-def _form(
-    request: Request, token: str, account: Account, *, status: int, problems: list[str]
-) -> HTMLResponse:
-    return render(
-        request,
-        "reset.html",
-        status=status,
-        heading=HEADING,
-        problems=problems,
-        form={"action": FORM_ACTION, "token": token},
-        account=account,
-    )
+LINK_PAGE = LinkPage("reset.html", HEADING, FORM_ACTION, INVALID, subject="account")
 
 
 @page.get(
@@ -89,8 +75,8 @@ async def reset_page(
     new password; it posts to `/password/reset/form`."""
     account = await _account(recovery, token)
     if account is None:
-        return _invalid(request)
-    return _form(request, token, account, status=200, problems=[])
+        return LINK_PAGE.invalid(request)
+    return LINK_PAGE.form(request, token, account, status=200, problems=[])
 
 
 @router.post(FORM_ACTION, response_class=HTMLResponse)
@@ -106,12 +92,12 @@ async def reset_form(request: Request, recovery: Recovery, meta: Meta) -> HTMLRe
     if problems:
         account = await _account(recovery, token)
         if account is None:
-            return _invalid(request)  # the password would not help: say so first
-        return _form(request, token, account, status=422, problems=problems)
+            return LINK_PAGE.invalid(request)  # the password would not help: say so first
+        return LINK_PAGE.form(request, token, account, status=422, problems=problems)
     try:
         await recovery.reset(token, form["password"], meta=meta)
     except ResetTokenInvalid:
-        return _invalid(request)
+        return LINK_PAGE.invalid(request)
     except OperationLost as exc:
         return render(request, "reset.html", status=exc.status, heading=HEADING, problems=[RETRY])
     except AppError as exc:

@@ -13,6 +13,7 @@ allows no script at all and only the service's own stylesheet.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -150,3 +151,30 @@ def link_page_responses(*, form: str, invalid: str) -> dict[int | str, dict[str,
             for status, entry in before.items()
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPage:
+    """A page opened from a mailed link (the invitation, the reset): its template, the form it
+    posts, and the two ways it is shown: the form for a live token, or why the link is dead."""
+
+    template: str
+    heading: str
+    action: str  # where the form posts
+    invalid_message: str
+    subject: str  # the template's name for whom the link is for (`invited`, `account`)
+
+    def invalid(self, request: Request) -> HTMLResponse:
+        return render(
+            request, self.template, status=410, heading=self.heading,
+            problems=[self.invalid_message],
+        )  # fmt: skip
+
+    def form(
+        self, request: Request, token: str, whom: object, *, status: int, problems: list[str]
+    ) -> HTMLResponse:
+        context = {self.subject: whom, "form": {"action": self.action, "token": token}}
+        return render(
+            request, self.template, status=status, heading=self.heading, problems=problems,
+            **context,
+        )  # fmt: skip

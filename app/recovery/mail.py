@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from app.auth.admins import AdminRepository
 from app.kit.store import Doc, epoch_ms, utcnow
 from app.mail.message import MailMessage
-from app.members.team import TeamRepository
+from app.organizations.team import TeamRepository
 from app.recovery.repository import PasswordReset, ResetRepository
 from app.recovery.tokens import ResetTokens, same_hash, token_hash
 

@@ -23,8 +23,8 @@ from app.auth.passwords import PasswordHasher
 from app.kit.errors import AppError
 from app.kit.store import new_id
 from app.mail.outbox import OutboxRepository
-from app.members.team import TeamRepository
 from app.organizations.service import OrganizationService
+from app.organizations.team import TeamRepository
 from app.recovery.limit import ResetLimiter
 from app.recovery.mail import KIND
 from app.recovery.repository import PasswordReset, ResetRepository

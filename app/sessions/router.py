@@ -14,7 +14,7 @@ from app.kit.errors import ErrorBody, NotFound
 from app.kit.fields import StrictModel, UtcTime
 from app.kit.pagination import Page, decode_cursor, encode_cursor, invalid_cursor
 from app.kit.responses import BODY_ERRORS, errors
-from app.members.team import is_member_id
+from app.organizations.team import is_member_id
 
 router = APIRouter(prefix="/admin", tags=["sessions"])
 SESSION_ID = r"^[0-9a-f]{24}$"

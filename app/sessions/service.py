@@ -24,8 +24,8 @@ from app.auth.tokens import TokenClaims, TokenManager
 from app.kit.errors import AppError, NotFound
 from app.kit.settings import Settings
 from app.kit.store import epoch_ms, new_id, utcnow
-from app.members.team import TeamRepository
 from app.organizations.records import TeamEntry
+from app.organizations.team import TeamRepository
 from app.sessions.repository import Session, SessionRepository
 from app.sessions.tokens import RefreshTokens, parse, token_hash
 
@@ -192,16 +192,11 @@ class SessionService:
         until = datetime.now(UTC) + timedelta(
             seconds=self.tokens.lifetime_seconds + REVOCATION_GRACE_SECONDS
         )
-        # The mark first, as for a logged-out token: a crash in between only makes requests
-        # look at the denylist for nothing.
-        await self.team.mark_denylist(
-            session.organization_id, session.member_id, until_ms=int(until.timestamp() * 1000)
-        )
-        await self.revocations.revoke(
+        await self.deny(
             sid_key(session.session_id),
-            admin_id=session.member_id,
             organization_id=session.organization_id,
-            expires_at=until,
+            member_id=session.member_id,
+            until=until,
         )
         ended = await self.sessions.end(session.session_id)
         if ended is not None:
@@ -211,6 +206,19 @@ class SessionService:
                 details={"session_id": session.session_id, "reason": reason},
             )  # fmt: skip
         return ended is not None
+
+    async def deny(
+        self, key: str, *, organization_id: str, member_id: str, until: datetime
+    ) -> None:
+        """Refuse, on every replica until `until`, the tokens `key` names (a jti, or `sid:<id>`).
+        The member's mark first, then the denylist entry: a crash in between only makes
+        requests look at the denylist for nothing, never miss an entry."""
+        await self.team.mark_denylist(
+            organization_id, member_id, until_ms=int(until.timestamp() * 1000)
+        )
+        await self.revocations.revoke(
+            key, admin_id=member_id, organization_id=organization_id, expires_at=until
+        )
 
     async def end_one(
         self, claims: TokenClaims, session_id: str, *, meta: RequestMeta, reason: str

@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 
 from app.kit.keys import hmac_kid
 from app.kit.settings import Settings
-from app.members.team import TeamRepository
+from app.organizations.team import TeamRepository
 from tests.support.apps import app_client
 from tests.support.clients import PASSWORD, TEST_SECRET, bearer
 

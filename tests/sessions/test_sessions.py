@@ -261,7 +261,7 @@ async def test_malformed_and_unknown_refresh_tokens_are_invalid() -> None:
         assert res.status_code == 200, res.text
 
 
-async def test_sessions_and_their_denylist_entries_expire_on_their_own() -> None:
+async def test_sessions_and_their_denylist_entries_have_ttl_indexes_and_hashes_only() -> None:
     async with custom_app() as (http, app):
         repos = app.state.svc.repos
         indexes = await repos.sessions.col.index_information()

@@ -52,12 +52,18 @@ def _nest(doc: Doc) -> Doc:
     return out
 
 
+# What authentication reads of the record: every field but the team, and of the team only its
+# version, count and owners (plus the caller's own entry: `_auth_projection`). Built once.
+_RECORD_FIELDS: Doc = {
+    **dict.fromkeys(set(Organization.model_fields) - {"organization_id", "team"}, 1),
+    "team.version": 1,
+    "team.count": 1,
+    "team.owners": 1,
+}
+
+
 def _auth_projection(member_id: str) -> Doc:
-    fields = set(Organization.model_fields) - {"organization_id", "team"}
-    projection: Doc = dict.fromkeys(fields, 1)
-    projection.update({"team.version": 1, "team.count": 1, "team.owners": 1})
-    projection[member_path(member_id)] = 1
-    return projection
+    return {**_RECORD_FIELDS, member_path(member_id): 1}
 
 
 class TeamRepository:
