@@ -7,17 +7,19 @@ a thread hop per dependency per request (the benchmark measured a third of a GET
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api_keys.service import ApiKeyService, KeyPrincipal
+from app.api_keys.service import ApiKeyService, KeyPrincipal, invalid_key
 from app.audit.service import AuditService, RequestMeta
 from app.auth.roles import Permission
 from app.auth.service import AuthService, Principal
-from app.kit.errors import Unauthorized
+from app.kit.errors import OrganizationSuspended, Unauthorized
 from app.members.service import TeamService
+from app.organizations.lifecycle import LifecycleService
 from app.organizations.service import OrganizationService
 from app.recovery.service import RecoveryService
 from app.sessions.service import SessionService
@@ -75,6 +77,13 @@ def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
         return caller
 
     return dependency
+
+
+async def get_lifecycle(state: State) -> LifecycleService:
+    return state.lifecycle
+
+
+Lifecycle = Annotated[LifecycleService, Depends(get_lifecycle)]
 
 
 async def get_team_service(state: State) -> TeamService:
@@ -135,6 +144,17 @@ async def optional_api_key(
         return None
     principal = await keys.authenticate(api_key)
     request.state.api_key_id = principal.key_id  # for the access log
+    if principal.organization_id is not None:
+        # An organization's own key: it lives as long as its organization, and acts for it
+        # only while it is not suspended (a second read, for these keys only).
+        state: AppState = request.app.state.svc
+        org = await state.orgs.orgs.get_active(principal.organization_id)
+        if org is None:
+            raise invalid_key()
+        if org.suspended:
+            raise OrganizationSuspended()
+        request.state.organization_id = org.organization_id
+        principal = replace(principal, organization=org)
     return principal
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app import __version__
+from app.api_keys import router as org_keys_router
 from app.audit import router as audit_router
 from app.auth import jwks
 from app.auth import router as auth_router
@@ -19,10 +20,12 @@ from app.kit.edges import install_edges
 from app.kit.errors import install_error_handlers
 from app.kit.metrics import Metrics
 from app.kit.middleware import RequestContextMiddleware
+from app.kit.responses import document_suspension
 from app.kit.settings import Settings, get_settings
 from app.members import router as members_router
 from app.ops import health
 from app.ops import metrics as metrics_router
+from app.organizations import operator as operator_router
 from app.organizations import router as org_router
 from app.pages import reset as reset_page
 from app.pages import router as pages_router
@@ -103,6 +106,8 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     install_edges(app, settings)  # inner to the request context: 413s get a request id too
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])
     app.include_router(org_router.router)
+    app.include_router(operator_router.router)
+    app.include_router(org_keys_router.router)
     app.include_router(auth_router.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
@@ -117,4 +122,25 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(reset_page.page)
     if settings.org_create_requires_key:
         org_router.document_required_create_key(app)
+    document_suspended_answers(app)
     return app
+
+
+def document_suspended_answers(app: FastAPI) -> None:
+    """The 403 `organization_suspended` of every route a member or an organization's key
+    calls, in the OpenAPI schema (`app.kit.responses.document_suspension`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # built once and cached by FastAPI; the edit is idempotent
+        document_suspension(
+            schema,
+            also=[
+                ("post", "/admin/login"),
+                ("post", "/admin/refresh"),
+                ("post", "/invitations/accept"),
+            ],
+        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

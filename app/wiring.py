@@ -37,6 +37,7 @@ from app.members.service import TeamService
 from app.members.steps import KINDS as TEAM_KINDS
 from app.members.steps import TeamSteps
 from app.members.tokens import InvitationTokens
+from app.organizations.lifecycle import LifecycleService
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
@@ -132,6 +133,7 @@ class AppState:
     mail: MailWorker
     sessions: SessionService
     recovery: RecoveryService
+    lifecycle: LifecycleService
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
@@ -139,6 +141,7 @@ class AppState:
         await self.repos.ensure_indexes()
         await self.orgs.probe_store()
         await self.repos.team.upgrade_v1()
+        await self.repos.orgs.upgrade_v2()
 
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -177,6 +180,7 @@ def build_state(
         events,
         team=repos.team,
         invitations=repos.invitations,
+        api_keys=repos.api_keys,
     )
     invitation_tokens = InvitationTokens(keys)
     invitation_mail = InvitationMail(
@@ -255,7 +259,7 @@ def build_state(
         auth=auth,
         reconciler=reconciler,
         audit=audit_log,
-        api_keys=ApiKeyService(repos.api_keys, audit_log),
+        api_keys=ApiKeyService(repos.api_keys, audit_log, events),
         events=events,
         team=TeamService(
             team=repos.team,
@@ -283,5 +287,14 @@ def build_state(
             hasher=hasher,
             audit=audit_log,
             mail_queued=mail.kick,
+        ),
+        lifecycle=LifecycleService(
+            orgs=orgs,
+            repo=repos.orgs,
+            team=repos.team,
+            tenants=repos.tenants,
+            admins=repos.admins,
+            audit=audit_log,
+            events=events,
         ),
     )

@@ -35,7 +35,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
     ),
     ("delete", "/org/delete"): ([BEARER], {"204", "401", "403", "404", "409", "422", "503"}),
     ("get", "/org/audit"): ([BEARER], {"200", "401", "403", "422", "503"}),
-    ("get", "/org/members"): ([BEARER], {"200", "401", "422", "503"}),
+    ("get", "/org/members"): ([BEARER], {"200", "401", "403", "422", "503"}),
     ("patch", "/org/members/{member_id}"): (
         [BEARER],
         {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
@@ -53,17 +53,51 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
         [BEARER],
         {"204", "401", "403", "404", "409", "422", "503"},
     ),
-    ("post", "/invitations/accept"): (None, {"201", "400", "409", "410", "413", "422", "503"}),
+    ("post", "/invitations/accept"): (
+        None,
+        {"201", "400", "403", "409", "410", "413", "422", "503"},
+    ),
     ("get", "/invitations/accept"): (None, {"200", "410", "422", "503"}),
-    ("post", "/admin/login"): (None, {"200", "400", "401", "413", "422", "429", "503"}),
-    ("post", "/admin/logout"): ([BEARER], {"204", "401", "503"}),
-    ("post", "/admin/refresh"): (None, {"200", "400", "401", "413", "422", "503"}),
-    ("get", "/admin/sessions"): ([BEARER], {"200", "401", "422", "503"}),
-    ("delete", "/admin/sessions/{session_id}"): ([BEARER], {"204", "401", "404", "422", "503"}),
-    ("post", "/admin/logout-all"): ([BEARER], {"204", "401", "503"}),
+    ("post", "/admin/login"): (
+        None,
+        {"200", "400", "401", "403", "413", "422", "429", "503"},
+    ),
+    ("post", "/admin/logout"): ([BEARER], {"204", "401", "403", "503"}),
+    ("post", "/admin/refresh"): (None, {"200", "400", "401", "403", "413", "422", "503"}),
+    ("get", "/admin/sessions"): ([BEARER], {"200", "401", "403", "422", "503"}),
+    ("delete", "/admin/sessions/{session_id}"): (
+        [BEARER],
+        {"204", "401", "403", "404", "422", "503"},
+    ),
+    ("post", "/admin/logout-all"): ([BEARER], {"204", "401", "403", "503"}),
     ("post", "/admin/password/forgot"): (None, {"202", "400", "413", "422", "429", "503"}),
     ("post", "/admin/password/reset"): (None, {"204", "400", "410", "413", "422", "503"}),
     ("get", "/password/reset"): (None, {"200", "410", "422", "503"}),
+    ("get", "/orgs"): ([KEY], {"200", "401", "403", "422", "503"}),
+    ("get", "/orgs/{organization_id}"): ([KEY], {"200", "401", "403", "404", "422", "503"}),
+    ("patch", "/orgs/{organization_id}"): (
+        [KEY],
+        {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
+    ),
+    ("delete", "/orgs/{organization_id}"): (
+        [KEY],
+        {"204", "401", "403", "404", "409", "422", "503"},
+    ),
+    ("post", "/orgs/{organization_id}/suspend"): (
+        [KEY],
+        {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
+    ),
+    ("post", "/orgs/{organization_id}/restore"): (
+        [KEY],
+        {"200", "401", "403", "404", "409", "422", "503"},
+    ),
+    ("get", "/orgs/{organization_id}/stats"): (
+        [KEY],
+        {"200", "401", "403", "404", "422", "503"},
+    ),
+    ("post", "/org/api-keys"): ([BEARER], {"201", "400", "401", "403", "413", "422", "503"}),
+    ("get", "/org/api-keys"): ([BEARER], {"200", "401", "403", "422", "503"}),
+    ("delete", "/org/api-keys/{key_id}"): ([BEARER], {"204", "401", "403", "404", "422", "503"}),
     ("get", "/health"): (None, {"200"}),
     ("get", "/ready"): (None, {"200", "503"}),
     ("get", "/.well-known/jwks.json"): (None, {"200"}),
@@ -74,7 +108,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
 INTERRUPTIBLE = {
     "post": ("/org/create", "/org/invitations", "/invitations/accept", "/admin/password/reset"),
     "put": ("/org/update",),
-    "delete": ("/org/delete", "/org/members/{member_id}"),
+    "delete": ("/org/delete", "/org/members/{member_id}", "/orgs/{organization_id}"),
 }
 
 
@@ -179,8 +213,12 @@ def test_update_needs_one_non_null_field(spec: dict[str, Any]) -> None:
     update = component(spec, "OrganizationUpdate")
     assert update["additionalProperties"] is False
     assert update["anyOf"] == [
-        {"required": [name], "properties": {name: {"type": "string"}}}
-        for name in ("organization_name", "email", "password")
+        *(
+            {"required": [name], "properties": {name: {"type": "string"}}}
+            for name in ("organization_name", "email", "password")
+        ),
+        {"required": ["display_name"]},
+        {"required": ["metadata"], "properties": {"metadata": {"type": "object"}}},
     ]
 
 

@@ -23,6 +23,7 @@ class ApiKey(Record):
     name: str
     prefix: str
     scopes: list[str]
+    organization_id: str | None = None  # an organization's own key acts for it only
     status: str = ACTIVE
     created_ms: int | None = None
     last_used_ms: int | None = None
@@ -41,6 +42,7 @@ class ApiKeyRepository:
 
     async def ensure_indexes(self) -> None:
         await self.col.create_index("name")
+        await self.col.create_index("organization_id", sparse=True)
 
     async def insert(self, key: ApiKey, *, key_hash: str) -> None:
         doc = {"_id": key.key_id, **key.model_dump(exclude={"key_id"})}
@@ -51,16 +53,25 @@ class ApiKeyRepository:
         doc = await self.col.find_one({"_id": key_id})
         return None if doc is None else (ApiKey.model_validate(doc), str(doc.get("hash", "")))
 
-    async def list_keys(self, *, include_revoked: bool) -> list[ApiKey]:
+    async def list_keys(
+        self, *, include_revoked: bool, organization_id: str | None = None
+    ) -> list[ApiKey]:
+        """Every key (`organization_id`: that organization's only), oldest first."""
         query: Doc = {} if include_revoked else {"status": ACTIVE}
+        if organization_id is not None:
+            query["organization_id"] = organization_id
         docs = await self.col.find(query, PUBLIC_FIELDS).sort("created_ms", 1).to_list(None)
         return [ApiKey.model_validate(doc) for doc in docs]
 
-    async def revoke(self, key_id: str) -> ApiKey | None:
-        """Mark the key revoked; None when no active key has this id."""
+    async def revoke(self, key_id: str, *, organization_id: str | None = None) -> ApiKey | None:
+        """Mark the key revoked; None when no active key has this id (of this organization,
+        when `organization_id` is given)."""
+        query: Doc = {"_id": key_id, "status": ACTIVE}
+        if organization_id is not None:
+            query["organization_id"] = organization_id
         return _key(
             await self.col.find_one_and_update(
-                {"_id": key_id, "status": ACTIVE},
+                query,
                 {"$set": {"status": REVOKED, "revoked_ms": epoch_ms()}},
                 projection=PUBLIC_FIELDS,
                 return_document=ReturnDocument.AFTER,
@@ -70,3 +81,21 @@ class ApiKeyRepository:
     async def touch(self, key_id: str, *, now_ms: int) -> None:
         """Record a use (an integer time: nx-27017 stores `$set` datetimes as strings)."""
         await self.col.update_one({"_id": key_id}, {"$set": {"last_used_ms": now_ms}})
+
+    async def revoke_of_org(self, organization_id: str) -> int:
+        """Revoke every key of the organization (it is being deleted); how many were live."""
+        res = await self.col.update_many(
+            {"organization_id": organization_id, "status": ACTIVE},
+            {"$set": {"status": REVOKED, "revoked_ms": epoch_ms()}},
+        )
+        return res.modified_count
+
+    async def page_of_org(
+        self, organization_id: str, *, limit: int, after: str | None = None
+    ) -> list[ApiKey]:
+        """The organization's live keys by id, after the id `after` (a page)."""
+        query: Doc = {"organization_id": organization_id, "status": ACTIVE}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.col.find(query, PUBLIC_FIELDS).sort("_id", 1).limit(limit)
+        return [ApiKey.model_validate(doc) for doc in await cursor.to_list(length=limit)]

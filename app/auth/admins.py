@@ -106,6 +106,15 @@ class AdminRepository:
         """Record a successful login (the member's `last_login_at`)."""
         await self.col.update_one({"_id": admin_id}, {"$set": {"last_login_ms": epoch_ms()}})
 
+    async def last_login_of_org(self, org_id: str) -> int | None:
+        """The latest login (epoch ms) of any member of the organization, if any logged in."""
+        doc = await self.col.find_one(
+            {"organization_id": org_id, "last_login_ms": {"$gt": 0}},
+            {"last_login_ms": 1},
+            sort=[("last_login_ms", -1)],
+        )
+        return None if doc is None else int(doc["last_login_ms"])
+
     async def email_of(self, admin_id: str) -> str | None:
         doc = await self.col.find_one({"_id": admin_id}, {"email": 1})
         return None if doc is None else str(doc["email"])

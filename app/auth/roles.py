@@ -32,6 +32,7 @@ class Permission(StrEnum):
     CHANGE_ROLES = "members:role"  # PATCH /org/members/{id}, within `may_change_role`
     REMOVE_MEMBERS = "members:remove"  # DELETE /org/members/{id} of another, within `may_remove`
     DELETE_ORG = "org:delete"  # DELETE /org/delete
+    MANAGE_API_KEYS = "api_keys:manage"  # POST, GET, DELETE /org/api-keys
 
 
 _EVERYONE = {Permission.READ_ORG, Permission.LIST_MEMBERS, Permission.EDIT_OWN_ACCOUNT}
@@ -41,6 +42,7 @@ _ADMINS = _EVERYONE | {
     Permission.MANAGE_INVITATIONS,
     Permission.CHANGE_ROLES,
     Permission.REMOVE_MEMBERS,
+    Permission.MANAGE_API_KEYS,
 }
 GRANTS: dict[str, frozenset[Permission]] = {
     OWNER: frozenset(Permission),

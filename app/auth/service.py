@@ -21,7 +21,7 @@ from app.auth.revocations import RevocationRepository
 from app.auth.roles import OWNER, Permission, require
 from app.auth.schemas import LoginRequest, TokenResponse
 from app.auth.tokens import InvalidToken, TokenClaims, TokenManager
-from app.kit.errors import InvalidCredentials, Unauthorized
+from app.kit.errors import InvalidCredentials, OrganizationSuspended, Unauthorized
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms
 from app.organizations.records import Organization, TeamEntry
@@ -145,6 +145,13 @@ class AuthService:
                 code=InvalidCredentials.code,
             )
             raise InvalidCredentials()
+        if org.suspended:
+            # Only after the password: the answer tells nothing to whoever does not know it.
+            await self._audit(
+                "admin.login", actor=Actor("admin", admin.admin_id), meta=meta,
+                organization_id=org.organization_id, code=OrganizationSuspended.code,
+            )  # fmt: skip
+            raise OrganizationSuspended()
         if self.limiter is not None and reservation is not None:
             await self.limiter.succeeded(reservation)
         if self.hasher.needs_rehash(admin.password_hash):
@@ -190,6 +197,10 @@ class AuthService:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
         org = await self.team.for_member(claims.organization_id, claims.admin_id)
         entry = None if org is None else entry_of(org, claims.admin_id)
+        if org is not None and entry is not None and org.suspended:
+            # Before the token version: suspending moved every member's (so that no token of
+            # before works after a restore), and until the restore the answer is this one.
+            raise OrganizationSuspended()
         if (
             org is None
             or entry is None  # not (or no longer) a member of this organization

@@ -104,6 +104,16 @@ class InvitationInvalid(AppError):
     detail = "This invitation is unknown, already used, revoked or expired."
 
 
+class OrganizationSuspended(AppError):
+    status, code = 403, "organization_suspended"
+    detail = "This organization is suspended."
+
+
+class ExternalIdTaken(AppError):
+    status, code = 409, "external_id_taken"
+    detail = "Another organization has this external_id."
+
+
 class InvalidInput(AppError):
     status, code, detail = 422, "validation_error", "Invalid input."
 

@@ -7,6 +7,7 @@ fails it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from app.kit.errors import ErrorBody
@@ -78,3 +79,33 @@ def errors(*statuses: int, interruptible: bool = False, **descriptions: str) -> 
 
 # Every route that reads a JSON body can answer these two before validation.
 BODY_ERRORS: Responses = errors(400, 413)
+
+
+SUSPENDED_403 = (
+    "`organization_suspended`: the caller's organization is suspended (every token, refresh "
+    "token and organization API key of it, until an operator restores it)."
+)
+SUSPENDABLE = ("HTTPBearer", "APIKeyHeader")
+
+
+def document_suspension(schema: dict[str, Any], *, also: Iterable[tuple[str, str]] = ()) -> None:
+    """Every operation that a member's token or an organization's key may call can answer 403
+    `organization_suspended`: add it to each one's 403 (made when missing), and to the
+    operations in `also` (login and refresh, which take their credentials in the body)."""
+    extra = set(also)
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            schemes = {name for req in operation.get("security", []) for name in req}
+            if not (schemes & set(SUSPENDABLE)) and (method, path) not in extra:
+                continue
+            responses = operation.setdefault("responses", {})
+            entry = responses.get("403")
+            if entry is None:
+                responses["403"] = {
+                    "description": SUSPENDED_403,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    },
+                }
+            elif "organization_suspended" not in entry["description"]:
+                entry["description"] += " " + SUSPENDED_403

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -36,6 +37,15 @@ def new_id() -> str:
     """A new record id: an ObjectId's 24 hex digits, kept as a string (ids are compared in
     queries, and some stores match ObjectId values only in `_id`)."""
     return str(ObjectId())
+
+
+_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the form of an id `new_id` makes (so it is safe in a field path, and
+    worth a read)."""
+    return bool(_ID.match(value))
 
 
 def utcnow() -> datetime:

@@ -31,6 +31,7 @@ from app.kit.errors import (
     LastOwner,
     NotFound,
     OperationInProgress,
+    OrganizationSuspended,
     SeatLimit,
 )
 from app.kit.events import DomainEvent, EventHook
@@ -143,6 +144,8 @@ class TeamService:
             org = await self.team.get(org_id)
             if org is None or org.team is None:
                 raise NotFound()
+            if org.suspended:
+                raise OrganizationSuspended()  # no one joins, leaves or changes role meanwhile
             change = await decide(org, org.team)
             if await self.team.replace(org, change.team, admin=change.admin):
                 return org

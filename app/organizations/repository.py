@@ -2,18 +2,85 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
-from app.kit.store import Collection, Database, Doc, insert_unique, utcnow
-from app.organizations.records import ACTIVE, CREATING, DELETING, Organization
+from app.kit.errors import ExternalIdTaken
+from app.kit.store import Collection, Database, Doc, as_utc, insert_unique, utcnow
+from app.organizations.profile import prefix_range
+from app.organizations.records import (
+    ACTIVE,
+    CREATING,
+    DEFAULT_PLAN,
+    DELETING,
+    SUSPENDED,
+    Organization,
+    order_key,
+)
 
 __all__ = ["ACTIVE", "CREATING", "DELETING", "OrganizationRepository"]
 
 
 def _record(doc: Doc | None) -> Organization | None:
     return None if doc is None else Organization.model_validate(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgFilter:
+    """`GET /orgs`' filters, as stored values: `state` (active | suspended), `plan`, `prefix`
+    (NFKC-casefolded, of the slug or of the display name), and the order-key range that
+    `created_after`/`created_before` and the cursor leave (`records.keys_after/_before`)."""
+
+    state: str | None = None
+    plan: str | None = None
+    prefix: str | None = None
+    above: str = ""  # order keys strictly greater than this
+    below: str | None = None  # and strictly less than this
+
+
+# How `GET /orgs` queries are written so that each is served by an index on MongoDB and on
+# nx-27017 alike (the query plans are pinned by tests/organizations/test_operator_api.py):
+# - without `q`, by the `(status, [state | plan], order_key)` index, walked in order: `$eq`
+#   (nx-27017 pushes `$eq` into SQL; a plain equality on a field without a single-field index
+#   it checks row by row, since it might be an array);
+# - with `q`, one query by the slug's index and one by the display key's, merged by order key;
+#   there the other conditions are `$in` (row checks on nx-27017, so that its planner keeps the
+#   prefix's index; the same meaning and plan choice to MongoDB).
+LIST_INDEXES: list[list[tuple[str, int]]] = [
+    [("status", 1), ("order_key", 1)],
+    [("status", 1), ("state", 1), ("order_key", 1)],
+    [("status", 1), ("plan", 1), ("order_key", 1)],
+]
+
+
+def _walk_query(f: OrgFilter, *, indexed: bool) -> Doc:
+
+    def cond(value: str) -> Doc:
+        return {"$eq": value} if indexed else {"$in": [value]}
+
+    query: Doc = {"status": cond(ACTIVE)}
+    if f.state is not None:
+        query["state"] = cond(f.state)
+    if f.plan is not None:
+        query["plan"] = cond(f.plan)
+    keys: Doc = {"$gt": f.above}
+    if f.below is not None:
+        keys["$lt"] = f.below
+    query["order_key"] = keys
+    return query
+
+
+def _branches(f: OrgFilter) -> list[Doc]:
+    """One query without a prefix; with one, a query per field it may match."""
+    if f.prefix is None:
+        return [_walk_query(f, indexed=True)]
+    return [
+        {field: prefix_range(f.prefix), **_walk_query(f, indexed=False)}
+        for field in ("slug", "display_key")
+    ]
 
 
 class OrganizationRepository:
@@ -26,7 +93,12 @@ class OrganizationRepository:
         await self.col.create_index("slug", unique=True)
         await self.col.create_index("collection_name", unique=True)
         await self.col.create_index("pending_op")
-        await self.col.create_index("status")  # the organizations gauge counts on every scrape
+        # `GET /orgs`: the listing order (unique: the cursor), each filter's index, `q`'s two.
+        await self.col.create_index("order_key", unique=True, sparse=True)
+        for keys in LIST_INDEXES:  # (status, order_key) also serves the organizations gauge
+            await self.col.create_index(keys)
+        await self.col.create_index("display_key", sparse=True)
+        await self.col.create_index("external_id", unique=True, sparse=True)
 
     async def insert(self, org: Organization) -> bool:
         """False when another record has this slug or collection (unique indexes)."""
@@ -48,11 +120,17 @@ class OrganizationRepository:
         )
         return res.modified_count == 1
 
-    async def lock(self, org_id: str, *, op_id: str, status: str = ACTIVE) -> Organization | None:
-        """Mark the active organization as busy with `op_id`; None when missing or busy."""
+    async def lock(
+        self, org_id: str, *, op_id: str, status: str = ACTIVE, if_suspended: bool = False
+    ) -> Organization | None:
+        """Mark the active organization as busy with `op_id`; None when missing or busy, or
+        suspended unless `if_suspended` (an operator's delete)."""
+        query: Doc = {"_id": org_id, "status": ACTIVE, "pending_op": None}
+        if not if_suspended:
+            query["state"] = {"$ne": SUSPENDED}
         return _record(
             await self.col.find_one_and_update(
-                {"_id": org_id, "status": ACTIVE, "pending_op": None},
+                query,
                 {"$set": {"pending_op": op_id, "status": status}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -120,7 +198,87 @@ class OrganizationRepository:
         await self.col.delete_one({"_id": org_id, "pending_op": op_id})
 
     async def count_active(self) -> int:
-        return await self.col.count_documents({"status": ACTIVE})
+        return await self._count({"status": {"$eq": ACTIVE}})
+
+    async def _count(self, query: Doc) -> int:
+        """The `count` command: counted by the index on MongoDB and in SQL on nx-27017, where
+        `count_documents` (an aggregation) reads every matching document."""
+        try:
+            found = await self.col.database.command({"count": self.col.name, "query": query})
+        except NotImplementedError:  # the in-memory test double has no `count` command
+            return await self.col.count_documents(query)
+        return int(found["n"])
+
+    async def page(self, f: OrgFilter, *, limit: int) -> list[Organization]:
+        """Up to `limit` organizations matching `f`, in order-key order."""
+        found: dict[str, Doc] = {}
+        for query in _branches(f):
+            cursor = self.col.find(query).sort("order_key", 1).limit(limit)
+            for doc in await cursor.to_list(length=limit):
+                found[doc["_id"]] = doc
+        docs = sorted(found.values(), key=lambda doc: str(doc["order_key"]))[:limit]
+        return [Organization.model_validate(doc) for doc in docs]
+
+    async def count(self, f: OrgFilter) -> int:
+        """How many organizations match `f` (an organization whose slug and display name both
+        match counts once)."""
+        queries = _branches(f)
+        total = sum([await self._count(query) for query in queries])
+        if len(queries) == 2:
+            both = {**queries[0], "display_key": queries[1]["display_key"]}
+            total -= await self._count(both)
+        return total
+
+    async def set_profile(
+        self, org_id: str, fields: Doc, *, seats: bool = False
+    ) -> Organization | None:
+        """Write profile fields (a None value removes the field: sparse indexes); `seats`: the
+        seat limit changes, which moves `team.version` so that an invitation decided on the old
+        limit loses its compare-and-set and decides again. 409 `external_id_taken` when another
+        organization has that external id (the unique index decides)."""
+        update: Doc = {"$set": {"updated_at": utcnow()}}
+        for name, value in fields.items():
+            if value is None and name in ("external_id", "display_key"):
+                update.setdefault("$unset", {})[name] = ""
+            else:
+                update["$set"][name] = value
+        if seats:
+            update["$inc"] = {"team.version": 1}
+        try:
+            doc = await self.col.find_one_and_update(
+                {"_id": org_id, "status": ACTIVE}, update, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            raise ExternalIdTaken() from None
+        return _record(doc)
+
+    async def restore(self, org_id: str) -> Organization | None:
+        """Lift a suspension; the record, or None when it was not suspended (or not active)."""
+        return _record(
+            await self.col.find_one_and_update(
+                {"_id": org_id, "status": ACTIVE, "state": {"$eq": SUSPENDED}},
+                {
+                    "$set": {"state": ACTIVE, "suspension": None, "updated_at": utcnow()},
+                    "$inc": {"team.version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+
+    async def upgrade_v2(self) -> int:
+        """Give every record written before the lifecycle release its listing key and public
+        state; each write is conditional on the key still missing (replicas starting at once
+        upgrade each record once). An organization created meanwhile by a replica still on the
+        older release gets its key at the next start of any replica."""
+        upgraded = 0
+        async for doc in self.col.find({"order_key": {"$exists": False}}, {"created_at": 1}):
+            key = order_key(as_utc(doc["created_at"]), str(doc["_id"]))
+            res = await self.col.update_one(
+                {"_id": doc["_id"], "order_key": {"$exists": False}},
+                {"$set": {"order_key": key, "state": ACTIVE, "plan": DEFAULT_PLAN}},
+            )
+            upgraded += res.modified_count
+        return upgraded
 
     async def list_active(self, *, limit: int, after: str | None = None) -> list[Organization]:
         query: Doc = {"status": ACTIVE}

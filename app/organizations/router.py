@@ -125,7 +125,9 @@ async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgServic
     a key needs the scope), then the organization as this caller may see it. The name is a
     parameter here so that a bad name is a 422 before any 403, as before."""
     caller.require("org:read")
-    return await orgs.get_visible(caller.organization, organization_name)
+    return await orgs.get_visible(
+        caller.organization, organization_name, hide_others=isinstance(caller, KeyPrincipal)
+    )
 
 
 @router.get(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     model_validator,
 )
@@ -16,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from app.auth.schemas import Password
 from app.kit.fields import Email, StrictModel, UtcTime, no_null
+from app.organizations.profile import DisplayName, ExternalId, MaxMembers, Metadata, Plan
 from app.organizations.records import Organization
 from app.tenancy.names import MAX_NAME_CHARS, InvalidName, current_rules
 
@@ -62,30 +64,87 @@ class OrganizationCreate(StrictModel):
 
 
 _UPDATE_FIELDS = ("organization_name", "email", "password")
+_UPDATE_ANY_OF: list[JsonValue] = [
+    {"required": [name], "properties": {name: {"type": "string"}}} for name in _UPDATE_FIELDS
+]
+_UPDATE_ANY_OF += [
+    {"required": ["display_name"]},
+    {"required": ["metadata"], "properties": {"metadata": {"type": "object"}}},
+]
 
 
 class OrganizationUpdate(StrictModel):
-    """Body of `PUT /org/update`: new values for the caller's organization, at least one
-    (a null is the same as leaving the field out)."""
+    """Body of `PUT /org/update`: new values for the caller's organization, at least one. A
+    null `organization_name`, `email`, `password` or `metadata` is the same as leaving it out;
+    a null `display_name` removes the display name."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "anyOf": [
-                {"required": [name], "properties": {name: {"type": "string"}}}
-                for name in _UPDATE_FIELDS
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"anyOf": _UPDATE_ANY_OF})
 
     organization_name: OrganizationName | None = None
     email: Email | None = None
     password: Password | None = None
+    display_name: DisplayName | None = None
+    metadata: Metadata | None = None
 
     @model_validator(mode="after")
     def _at_least_one(self) -> OrganizationUpdate:
-        if self.organization_name is None and self.email is None and self.password is None:
-            raise ValueError("give at least one of organization_name, email, password")
+        if not self.profile() and all(getattr(self, name) is None for name in _UPDATE_FIELDS):
+            raise ValueError(
+                "give at least one of organization_name, email, password, display_name, metadata"
+            )
         return self
+
+    def profile(self) -> dict[str, Any]:
+        """The profile fields this body changes (`display_name` may be None: removed)."""
+        changes: dict[str, Any] = {}
+        if "display_name" in self.model_fields_set:
+            changes["display_name"] = self.display_name
+        if self.metadata is not None:
+            changes["metadata"] = self.metadata
+        return changes
+
+
+_PATCH_FIELDS = ("display_name", "metadata", "plan", "external_id", "max_members")
+
+
+class OrganizationPatch(StrictModel):
+    """Body of `PATCH /orgs/{organization_id}`: the fields to change, at least one. A null
+    `display_name` or `external_id` removes it; a null `max_members` goes back to the
+    deployment's MAX_MEMBERS_PER_ORG; `metadata` replaces the whole object."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": [name]} for name in _PATCH_FIELDS]}
+    )
+
+    display_name: DisplayName | None = None
+    metadata: Metadata | None = None
+    plan: Plan | None = None
+    external_id: ExternalId | None = None
+    max_members: MaxMembers | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> OrganizationPatch:
+        if not self.model_fields_set:
+            raise ValueError(f"give at least one of {', '.join(_PATCH_FIELDS)}")
+        for name in ("metadata", "plan"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            name: getattr(self, name) for name in _PATCH_FIELDS if name in self.model_fields_set
+        }
+
+
+class SuspendRequest(StrictModel):
+    """Body of `POST /orgs/{organization_id}/suspend` (optional)."""
+
+    reason: Annotated[
+        str | None,
+        StringConstraints(strict=True, min_length=1, max_length=500, pattern=r"^[^\x00]+$"),
+        Field(description="Why (kept on the record, shown to operators; at most 500 characters)."),
+    ] = None
 
 
 class AdminRead(BaseModel):
@@ -110,9 +169,35 @@ class OrganizationRead(BaseModel):
         description="The primary owner (the creator, or whom ownership passed to)."
     )
     member_count: int
+    display_name: str | None
+    metadata: dict[str, Any]
+    plan: str
+    status: Literal["active", "suspended"] = Field(validation_alias="state")
+    external_id: str | None
+    max_members: int | None = Field(
+        description="Seats (members plus pending invitations); null: MAX_MEMBERS_PER_ORG."
+    )
+    suspended_at: UtcTime | None = Field(
+        description="When the organization was suspended; null while it is active."
+    )
+    suspension_reason: str | None = Field(description="The operator's reason, if one was given.")
     created_at: UtcTime
     updated_at: UtcTime
 
     @classmethod
     def of(cls, org: Organization) -> OrganizationRead:
         return cls.model_validate(org, from_attributes=True)
+
+
+class OrganizationStats(BaseModel):
+    """`GET /orgs/{organization_id}/stats`: the team from the organization record, the tenant
+    collection from the database's own statistics (no document is read)."""
+
+    member_count: int
+    pending_invitations: int = Field(
+        description="Invitations not yet accepted, revoked or expired."
+    )
+    tenant_documents: int
+    tenant_storage_bytes: int
+    tenant_indexes: int = Field(description="Indexes of the tenant collection, `_id`'s included.")
+    last_login_at: UtcTime | None = Field(description="The latest login of any member.")

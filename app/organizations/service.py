@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from app.audit.service import Actor, AuditService, RequestMeta
 from app.auth.admins import AdminRepository
@@ -17,9 +18,11 @@ from app.kit.errors import (
     NotFound,
     OperationInProgress,
     OrganizationExists,
+    OrganizationSuspended,
 )
 from app.kit.events import DomainEvent
-from app.kit.store import Doc, StoreUnavailable, new_id, utcnow
+from app.kit.store import Doc, StoreUnavailable, is_id, new_id, utcnow
+from app.organizations.profile import search_key
 from app.organizations.records import (
     CREATING,
     DELETING,
@@ -205,21 +208,26 @@ class OrganizationService:
         return await self.steps.finish_create(op, hold, fault)
 
     # ---------------------------------------------------------------- lookups
-    async def get_for(self, caller_org: Organization, name: str) -> Organization:
-        """The organization named `name`, which must be the caller's."""
+    async def get_for(
+        self, caller_org: Organization, name: str, *, hide_others: bool = False
+    ) -> Organization:
+        """The organization named `name`, which must be the caller's: another is 403 to a
+        member, 404 when `hide_others` (an organization's API key sees no other)."""
         slug = self.slug_of(name)
         if slug == caller_org.slug:
             return caller_org  # what authentication just read: no second round trip
-        if await self.orgs.get_active_by_slug(slug) is None:
+        if hide_others or await self.orgs.get_active_by_slug(slug) is None:
             raise NotFound()
         raise Forbidden()
 
-    async def get_visible(self, caller_org: Organization | None, name: str) -> Organization:
-        """`name` as a caller sees it: an admin its own organization (`caller_org`; 403 for
-        another), a service key (no organization of its own) any active one."""
+    async def get_visible(
+        self, caller_org: Organization | None, name: str, *, hide_others: bool = False
+    ) -> Organization:
+        """`name` as a caller sees it: a member or an organization's key its own organization
+        (`caller_org`), a service key (no organization of its own) any one."""
         if caller_org is None:
             return await self.get_any(name)
-        return await self.get_for(caller_org, name)
+        return await self.get_for(caller_org, name, hide_others=hide_others)
 
     async def get_any(self, name: str) -> Organization:
         """Any active organization named `name` (for an API key with org:read), or 404."""
@@ -253,13 +261,13 @@ class OrganizationService:
         or password to the caller's own account (everyone); audited as `org.rename` when the
         slug changes, else `org.update` (a bad name is a 422 first)."""
         caller.require(Permission.EDIT_OWN_ACCOUNT)
-        if body.organization_name is not None:
+        if body.organization_name is not None or body.profile():
             caller.require(Permission.EDIT_ORG)
         caller_org, actor = caller.organization, caller.actor
         new_slug = self.slug_of(body.organization_name) if body.organization_name else None
         renaming = new_slug is not None and new_slug != caller_org.slug
         # Field names only, never values: a new password must not reach the log.
-        details: Doc = {"fields": sorted(body.model_dump(exclude_none=True))}
+        details: Doc = {"fields": sorted({*body.model_dump(exclude_none=True), *body.profile()})}
         if renaming:
             details.update({"from": caller_org.organization_name, "to": body.organization_name})
         action = "org.rename" if renaming else "org.update"
@@ -306,11 +314,15 @@ class OrganizationService:
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
             org = _found(await self.orgs.touch(org_id))
+        profile = body.profile()
+        if profile:
+            org = _found(await self.orgs.set_profile(org_id, stored_profile(profile)))
         # A rename and a password change have events of their own.
         changed = (
             ["organization_name"] if body.organization_name is not None and not renaming else []
         )
         changed += ["email"] if body.email is not None else []
+        changed += sorted(profile)
         if changed:
             await self.ctx.events.emit(
                 DomainEvent("organization.updated", org_id, {"fields": changed})
@@ -346,7 +358,12 @@ class OrganizationService:
             locked = await self.orgs.lock(org_id, op_id=op.op_id)
             if locked is None:
                 await hold.finish()
-                raise OperationInProgress()
+                current = await self.orgs.get_active(org_id)
+                raise (
+                    OrganizationSuspended()
+                    if current and current.suspended
+                    else (OperationInProgress())
+                )
             fault("rename.after_lock")
             try:
                 await hold.check()
@@ -375,15 +392,32 @@ class OrganizationService:
             "org.delete", actor=actor, meta=meta, organization_id=caller_org.organization_id,
             details={"organization_name": caller_org.organization_name},
         ) as entry:  # fmt: skip
-            await self._delete(caller_org, name)
+            await self._delete(await self.get_for(caller_org, name))
             entry.closes_organization = True
 
-    async def _delete(self, caller_org: Organization, name: str) -> None:
-        target = await self.get_for(caller_org, name)
+    async def delete_by_id(self, org_id: str, *, actor: Actor, meta: RequestMeta) -> None:
+        """Delete any organization, a suspended one too (an operator's `DELETE /orgs/{id}`);
+        audited as `org.delete`."""
+        if not is_id(org_id):
+            raise NotFound()
+        async with self.audit.track(
+            "org.delete", actor=actor, meta=meta, organization_id=org_id
+        ) as entry:
+            target = await self.orgs.get_active(org_id)
+            if target is None:
+                raise NotFound()
+            entry.details["organization_name"] = target.organization_name
+            await self._delete(target, operator=True)
+            entry.closes_organization = True
+
+    async def _delete(self, target: Organization, *, operator: bool = False) -> None:
+        """`operator`: a suspended organization may be deleted too."""
         org_id = target.organization_id
         op = DeleteOp(op_id=uuid.uuid4().hex, organization_id=org_id, slug=target.slug)
         async with await self._start(op) as hold:
-            locked = await self.orgs.lock(org_id, op_id=op.op_id, status=DELETING)
+            locked = await self.orgs.lock(
+                org_id, op_id=op.op_id, status=DELETING, if_suspended=operator
+            )
             if locked is None:
                 await hold.finish()
                 raise OperationInProgress()
@@ -394,6 +428,15 @@ class OrganizationService:
                 raise
             self.ctx.fault("delete.after_lock")
             await self.steps.complete_delete(op, locked, hold, self.ctx.fault)
+
+
+def stored_profile(changes: dict[str, Any]) -> dict[str, Any]:
+    """Profile changes as stored: a display name comes with its search key."""
+    fields = dict(changes)
+    if "display_name" in changes:
+        name = changes["display_name"]
+        fields["display_key"] = None if name is None else search_key(name)
+    return fields
 
 
 def _found(org: Organization | None) -> Organization:

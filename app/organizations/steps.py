@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from app.api_keys.repository import ApiKeyRepository
 from app.auth.admins import AdminRepository
 from app.kit.events import DomainEvent, EventHook
 from app.members.invitations import InvitationRepository
@@ -86,8 +87,10 @@ class OrganizationSteps:
         *,
         team: TeamRepository,
         invitations: InvitationRepository,
+        api_keys: ApiKeyRepository,
     ) -> None:
         self.orgs = orgs
+        self.api_keys = api_keys
         self.team = team
         self.invitations = invitations
         self.admins = admins
@@ -177,6 +180,7 @@ class OrganizationSteps:
         await hold.check()
         await self.admins.delete_of_org(org.organization_id)
         await self.invitations.delete_of_org(org.organization_id)
+        await self.api_keys.revoke_of_org(org.organization_id)
         fault("delete.after_admins")
         await hold.check()
         await self.orgs.delete(org.organization_id, op_id=op.op_id)
@@ -276,6 +280,7 @@ class OrganizationSteps:
             await hold.check()
             await self.admins.delete_of_org(op.organization_id)
             await self.invitations.delete_of_org(op.organization_id)
+            await self.api_keys.revoke_of_org(op.organization_id)
             await self.claims.release_all(op.organization_id)
             await hold.finish()
             await self.events.emit(_deleted(op))

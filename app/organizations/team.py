@@ -15,8 +15,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.kit.store import Collection, Database, Doc
-from app.organizations.records import ACTIVE, Organization, Team, TeamEntry
+from pymongo import ReturnDocument
+
+from app.kit.store import Collection, Database, Doc, utcnow
+from app.organizations.records import (
+    ACTIVE,
+    SUSPENDED,
+    Organization,
+    Suspension,
+    Team,
+    TeamEntry,
+)
 
 _MEMBER_ID = re.compile(r"^[0-9a-f]{24}$")
 
@@ -60,6 +69,10 @@ _RECORD_FIELDS: Doc = {
     "team.count": 1,
     "team.owners": 1,
 }
+
+
+def _found(doc: Doc | None) -> Organization | None:
+    return None if doc is None else Organization.model_validate(doc)
 
 
 def _auth_projection(member_id: str) -> Doc:
@@ -117,6 +130,35 @@ class TeamRepository:
             {"$inc": {f"{path}.token_version": 1, "team.version": 1}},
         )
         return res.matched_count == 1
+
+    async def suspend(self, org: Organization, suspension: Suspension) -> Organization | None:
+        """Suspend the organization and end every token and session of every member issued so
+        far, in one write: a new token version for each member of the team `org` was read
+        with, conditional on that team still being current (so a member who joins meanwhile
+        makes this fail and be read again, never keep a live token) and on no operation
+        holding the record. The record after, or None: read again and decide again."""
+        assert org.team is not None
+        bumps: Doc = {f"{member_path(m)}.token_version": 1 for m in org.team.members}
+        return _found(
+            await self.col.find_one_and_update(
+                {
+                    "_id": org.organization_id,
+                    "status": ACTIVE,
+                    "pending_op": None,
+                    "state": {"$ne": SUSPENDED},
+                    "team.version": org.team.version,
+                },
+                {
+                    "$set": {
+                        "state": SUSPENDED,
+                        "suspension": suspension.model_dump(),
+                        "updated_at": utcnow(),
+                    },
+                    "$inc": {**bumps, "team.version": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
 
     async def mark_denylist(self, org_id: str, member_id: str, *, until_ms: int) -> None:
         """Record that a revoked token of this member may be unexpired until `until_ms`."""

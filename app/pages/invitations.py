@@ -24,6 +24,7 @@ from app.kit.errors import (
     InvitationInvalid,
     NotFound,
     OperationInProgress,
+    OrganizationSuspended,
     SeatLimit,
 )
 from app.members.service import InvitationView as Invited
@@ -68,6 +69,12 @@ MESSAGES: list[tuple[type[AppError], int | None, str]] = [
         "then open the link from your mail again.",
     ),
     (OperationInProgress, None, "The organization is being changed right now. Please try again."),
+    (
+        OrganizationSuspended,
+        None,
+        "This organization is suspended for now, so nobody can join it. Open the link from "
+        "your mail again once it is restored (while the invitation is still valid).",
+    ),
     (OperationLost, None, "The service was interrupted. Please try again."),
 ]
 UNEXPECTED = "The invitation could not be accepted. Please try again later."

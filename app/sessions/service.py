@@ -21,7 +21,7 @@ from app.audit.service import FAILURE, Actor, AuditService, RequestMeta
 from app.auth.revocations import RevocationRepository
 from app.auth.schemas import TokenResponse
 from app.auth.tokens import TokenClaims, TokenManager
-from app.kit.errors import AppError, NotFound
+from app.kit.errors import AppError, NotFound, OrganizationSuspended
 from app.kit.settings import Settings
 from app.kit.store import epoch_ms, new_id, utcnow
 from app.organizations.records import TeamEntry
@@ -157,6 +157,8 @@ class SessionService:
             raise InvalidRefreshToken()  # cannot happen unless the store was edited
         org = await self.team.for_member(session.organization_id, session.member_id)
         entry = None if org is None or org.team is None else org.team.members.get(session.member_id)
+        if org is not None and entry is not None and org.suspended:
+            raise OrganizationSuspended()  # and dead after a restore: suspending moved versions
         if entry is None or entry.token_version != session.token_version:
             # Removed, or every session of the member was ended (password, logout-all).
             await self.sessions.end(session.session_id)

@@ -7,6 +7,7 @@ checked once more here: request text never chooses a collection.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from pymongo.errors import CollectionInvalid, OperationFailure
 
@@ -14,6 +15,16 @@ from app.kit.store import Database
 from app.tenancy.names import assert_safe_collection
 
 NAMESPACE_EXISTS = 48
+NAMESPACE_NOT_FOUND = 26
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    """What the database itself says of a collection (no document is read)."""
+
+    documents: int
+    storage_bytes: int
+    indexes: int
 
 
 class TenantCollections:
@@ -43,6 +54,29 @@ class TenantCollections:
     async def estimated_count(self, name: str) -> int:
         assert_safe_collection(name)
         return await self.db[name].estimated_document_count()
+
+    async def stats(self, name: str) -> CollectionStats:
+        """The collection's document count, storage size and index count from the database's
+        own statistics (`$collStats`), not from its documents. MongoDB gives `nindexes` there;
+        nx-27017 leaves it out, so the index list (metadata, too) counts them. A missing
+        collection is all zeros."""
+        assert_safe_collection(name)
+        col = self.db[name]
+        try:
+            found = await (await col.aggregate([{"$collStats": {"storageStats": {}}}])).to_list(1)
+        except OperationFailure as exc:
+            if exc.code != NAMESPACE_NOT_FOUND:
+                raise
+            found = []
+        storage = found[0].get("storageStats", {}) if found else {}
+        indexes = storage.get("nindexes")
+        if indexes is None:
+            indexes = len(await (await col.list_indexes()).to_list(None)) if found else 0
+        return CollectionStats(
+            documents=int(storage.get("count", 0)),
+            storage_bytes=int(storage.get("storageSize", 0)),
+            indexes=int(indexes),
+        )
 
     async def accepts_unicode_names(self) -> bool:
         """Whether this store can name a collection with non-ASCII letters (MongoDB can;

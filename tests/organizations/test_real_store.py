@@ -228,5 +228,6 @@ def organization_reconciler(repos: Repositories, settings: Settings, owner: str)
         EventHook(),
         team=repos.team,
         invitations=repos.invitations,
+        api_keys=repos.api_keys,
     )
     return Reconciler(repos.ops, {kind: steps.reconcile for kind in KINDS}, ctx)
