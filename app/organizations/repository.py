@@ -73,7 +73,7 @@ def _walk_query(f: OrgFilter, *, indexed: bool) -> Doc:
     return query
 
 
-def _branches(f: OrgFilter) -> list[Doc]:
+def list_queries(f: OrgFilter) -> list[Doc]:
     """One query without a prefix; with one, a query per field it may match."""
     if f.prefix is None:
         return [_walk_query(f, indexed=True)]
@@ -212,7 +212,7 @@ class OrganizationRepository:
     async def page(self, f: OrgFilter, *, limit: int) -> list[Organization]:
         """Up to `limit` organizations matching `f`, in order-key order."""
         found: dict[str, Doc] = {}
-        for query in _branches(f):
+        for query in list_queries(f):
             cursor = self.col.find(query).sort("order_key", 1).limit(limit)
             for doc in await cursor.to_list(length=limit):
                 found[doc["_id"]] = doc
@@ -222,7 +222,7 @@ class OrganizationRepository:
     async def count(self, f: OrgFilter) -> int:
         """How many organizations match `f` (an organization whose slug and display name both
         match counts once)."""
-        queries = _branches(f)
+        queries = list_queries(f)
         total = sum([await self._count(query) for query in queries])
         if len(queries) == 2:
             both = {**queries[0], "display_key": queries[1]["display_key"]}
@@ -245,12 +245,12 @@ class OrganizationRepository:
         if seats:
             update["$inc"] = {"team.version": 1}
         try:
-            doc = await self.col.find_one_and_update(
-                {"_id": org_id, "status": ACTIVE}, update, return_document=ReturnDocument.AFTER
-            )
+            # `update_one`, then a read: nx-27017 answers a `findAndModify` that breaks a
+            # unique index with "nothing found" instead of the duplicate-key error.
+            res = await self.col.update_one({"_id": org_id, "status": ACTIVE}, update)
         except DuplicateKeyError:
             raise ExternalIdTaken() from None
-        return _record(doc)
+        return await self.get_active(org_id) if res.matched_count else None
 
     async def restore(self, org_id: str) -> Organization | None:
         """Lift a suspension; the record, or None when it was not suspended (or not active)."""
