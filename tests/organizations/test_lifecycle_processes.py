@@ -196,7 +196,8 @@ async def test_pages_stay_exact_while_organizations_come_and_go(
     a, b = two_services
     key = await operator_key(nx_client)
     async with httpx.AsyncClient(timeout=30) as http:
-        stable, doomed = [], []
+        stable: list[str] = []
+        doomed: list[str] = []
         for i in range(18):
             org = await create(http, a.url, f"Pager {i:02d}", f"p{i}@pager.example.com")
             (doomed if i % 3 == 1 else stable).append(org["organization_id"])
