@@ -19,8 +19,9 @@ from pymongo import AsyncMongoClient
 
 from app.kit.keys import hmac_kid
 from app.kit.settings import Settings
+from app.organizations.repository import OrganizationRepository
 from app.organizations.team import TeamRepository
-from tests.support.apps import app_client
+from tests.support.apps import app_client, new_key
 from tests.support.clients import PASSWORD, TEST_SECRET, bearer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1_store.json"
@@ -137,8 +138,35 @@ async def test_the_upgrade_runs_at_start_up(
     await load_v1_store(db)
     async with app_client(settings, nx_client) as (http, _):
         assert await db.organizations.count_documents({"team": {"$exists": False}}) == 0
+        assert await db.organizations.count_documents({"order_key": {"$exists": False}}) == 0
         login = await http.post("/admin/login", json={"email": "a@alpha.com", "password": PASSWORD})
         assert login.status_code == 200
         res = await http.get("/org/audit", headers=bearer(login.json()["access_token"]))
         assert res.status_code == 200  # v1's audit entries, read by the owner
         assert any(e["action"] == "org.create" for e in res.json()["items"])
+
+
+async def test_records_of_before_the_lifecycle_are_listed_after_the_upgrade(
+    nx_client: AsyncMongoClient[Any], settings: Settings
+) -> None:
+    """Records written before `GET /orgs` existed get their listing key and public state at
+    start-up, once whatever the number of replicas, and are then listed like any other."""
+    db = nx_client[settings.mongodb_db]
+    dump = await load_v1_store(db)
+    counts = await asyncio.gather(*(OrganizationRepository(db).upgrade_v2() for _ in range(4)))
+    assert sum(counts) == 3, counts
+    assert await OrganizationRepository(db).upgrade_v2() == 0
+    by_time = sorted(dump["organizations"], key=lambda o: (o["created_at"], o["_id"]))
+    async with app_client(settings, nx_client) as (http, app):
+        key = {"X-API-Key": await new_key(app, "org:list")}
+        res = await http.get("/orgs", params={"limit": 2}, headers=key)
+        page = res.json()
+        rest = await http.get("/orgs", params={"cursor": page["next_cursor"]}, headers=key)
+        listed = page["items"] + rest.json()["items"]
+        assert [o["organization_id"] for o in listed] == [o["_id"] for o in by_time]
+        assert {(o["status"], o["plan"], o["display_name"]) for o in listed} == {
+            ("active", "free", None)
+        }
+        assert page["total"] == 3
+        res = await http.get("/orgs", params={"q": "GAMMA"}, headers=key)
+        assert [o["organization_name"] for o in res.json()["items"]] == ["Gamma Two"]
