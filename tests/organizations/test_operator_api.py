@@ -114,6 +114,12 @@ async def test_profile_limits_are_inclusive(real_api: Api) -> None:
 # ------------------------------------------------------------------ PATCH /orgs/{id}
 async def test_patch_every_field_and_external_id_uniqueness(real_api: Api) -> None:
     http, app = real_api
+    seen: list[tuple[str, str]] = []
+
+    async def collect(event: Any) -> None:
+        seen.append((event.type, event.organization_id))
+
+    app.state.svc.events.subscribe(collect)
     a, token_a = await create_and_login(http, "Patch A")
     b, _ = await create_and_login(http, "Patch B")
     key = await operator_key(app)
@@ -151,6 +157,23 @@ async def test_patch_every_field_and_external_id_uniqueness(real_api: Api) -> No
         "/org/get", params={"organization_name": "Patch A"}, headers=bearer(token_a)
     )
     assert (got.json()["plan"], got.json()["display_name"]) == ("enterprise", "Patch A Inc.")
+    # audited (the field names, not the values) and announced, every time
+    entries = await app.state.svc.repos.audit.col.find(
+        {"organization_id": a["organization_id"], "action": "org.update"}
+    ).to_list(None)
+    assert [(e["outcome"], e["actor"]["type"]) for e in entries] == [
+        ("success", "api_key"),
+        ("success", "api_key"),
+        ("success", "api_key"),
+    ]
+    assert entries[0]["details"]["fields"] == sorted(body)
+    assert "cus_123" not in repr(entries)
+    failed = await app.state.svc.repos.audit.col.find_one(
+        {"organization_id": b["organization_id"], "action": "org.update", "outcome": "failure"}
+    )
+    assert failed is not None and failed["code"] == "external_id_taken"
+    updates = [e for e in seen if e[0] == "organization.updated"]
+    assert updates.count(("organization.updated", a["organization_id"])) == 3
 
 
 @pytest.mark.parametrize(
