@@ -7,6 +7,7 @@ own), so `pytest -m "not realstore"` runs only the in-memory tests.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from pymongo import AsyncMongoClient
 from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
 from tests.support.apps import app_client, make_settings
-from tests.support.processes import stop_process
+from tests.support.processes import ServiceProcess, procs_service_env, stop_process
 from tests.support.stores import empty_store, start_nx
 
 # A test that asks for any of these (directly or through another fixture) is a realstore test.
@@ -95,3 +96,19 @@ def logs_dir(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def replicas(
+    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
+) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Two service processes (uvicorn, their own free ports) over one nx-27017 server, on the
+    multi-process tests' database (emptied first, by `nx_client`)."""
+    a = ServiceProcess(procs_service_env(nx_server), log_path=logs_dir / "a.log")
+    b = ServiceProcess(procs_service_env(nx_server), log_path=logs_dir / "b.log")
+    try:
+        await asyncio.gather(a.start(), b.start())
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -6,39 +6,20 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from pymongo import AsyncMongoClient
 
 from app.api_keys.repository import ApiKey, ApiKeyRepository
 from app.api_keys.service import hash_key
-from app.kit.db import EmbeddedMongo
 from app.kit.store import epoch_ms
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import PROCS_DB as DB
 from tests.support.processes import ServiceProcess
-from tests.support.processes import procs_service_env as service_env
 
 Pair = tuple[ServiceProcess, ServiceProcess]
-
-
-@pytest.fixture
-async def two_services(
-    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
-) -> AsyncIterator[Pair]:
-    a = ServiceProcess(service_env(nx_server), log_path=logs_dir / "a.log")
-    b = ServiceProcess(service_env(nx_server), log_path=logs_dir / "b.log")
-    try:
-        await asyncio.gather(a.start(), b.start())
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 async def operator_key(client: AsyncMongoClient[Any]) -> dict[str, str]:
@@ -68,9 +49,9 @@ async def login(http: httpx.AsyncClient, url: str, email: str) -> httpx.Response
 
 
 async def test_suspension_on_one_replica_is_seen_by_the_other(
-    two_services: Pair, nx_client: AsyncMongoClient[Any]
+    replicas: Pair, nx_client: AsyncMongoClient[Any]
 ) -> None:
-    a, b = two_services
+    a, b = replicas
     key = await operator_key(nx_client)
     async with httpx.AsyncClient(timeout=30) as http:
         org = await create(http, a.url, "Across", "admin@across.example.com")
@@ -121,11 +102,11 @@ async def _suspend_until_done(
 
 
 async def test_suspend_races_rename_and_delete(
-    two_services: Pair, nx_client: AsyncMongoClient[Any]
+    replicas: Pair, nx_client: AsyncMongoClient[Any]
 ) -> None:
     """Suspension against a member's rename and a member's delete, started together on the
     two replicas: each pair ends in one of its clean outcomes, never half-applied."""
-    a, b = two_services
+    a, b = replicas
     key = await operator_key(nx_client)
     outcomes: dict[str, set[tuple[int, int]]] = {"rename": set(), "delete": set()}
     async with httpx.AsyncClient(timeout=30) as http:
@@ -188,12 +169,12 @@ async def test_suspend_races_rename_and_delete(
 
 
 async def test_pages_stay_exact_while_organizations_come_and_go(
-    two_services: Pair, nx_client: AsyncMongoClient[Any]
+    replicas: Pair, nx_client: AsyncMongoClient[Any]
 ) -> None:
     """A reader pages `GET /orgs` on one replica while the other creates and deletes
     organizations: no organization appears twice, none that existed throughout is skipped,
     and every page is in creation order."""
-    a, b = two_services
+    a, b = replicas
     key = await operator_key(nx_client)
     async with httpx.AsyncClient(timeout=30) as http:
         stable: list[str] = []

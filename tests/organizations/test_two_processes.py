@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from pymongo import AsyncMongoClient
 
-from app.kit.db import EmbeddedMongo
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import PROCS_DB as DB
 from tests.support.processes import ServiceProcess
-from tests.support.processes import procs_service_env as service_env
-
-
-@pytest.fixture
-async def two_services(
-    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
-) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
-    a = ServiceProcess(service_env(nx_server), log_path=logs_dir / "a.log")
-    b = ServiceProcess(service_env(nx_server), log_path=logs_dir / "b.log")
-    try:
-        await asyncio.gather(a.start(), b.start())
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 async def test_create_race_across_two_processes(
-    two_services: tuple[ServiceProcess, ServiceProcess], nx_client: AsyncMongoClient[Any]
+    replicas: tuple[ServiceProcess, ServiceProcess], nx_client: AsyncMongoClient[Any]
 ) -> None:
-    a, b = two_services
+    a, b = replicas
     spellings = ["Shared Name", "shared-name", "SHARED name", "shared_name"]
     async with httpx.AsyncClient(timeout=30) as http:
         results = await asyncio.gather(
@@ -56,9 +37,9 @@ async def test_create_race_across_two_processes(
 
 
 async def test_password_change_on_one_revokes_on_the_other(
-    two_services: tuple[ServiceProcess, ServiceProcess],
+    replicas: tuple[ServiceProcess, ServiceProcess],
 ) -> None:
-    a, b = two_services
+    a, b = replicas
     async with httpx.AsyncClient(timeout=30) as http:
         assert (
             await http.post(a.url + "/org/create", json=org_body("Rev", "rev@x.com"))

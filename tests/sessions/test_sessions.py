@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.kit.db import EmbeddedMongo
 from tests.support.apps import custom_app
 from tests.support.clients import PASSWORD, bearer, org_body
-from tests.support.processes import PROCS_DB, ServiceProcess, procs_service_env
+from tests.support.processes import PROCS_DB, ServiceProcess
 from tests.support.teams import token_from_store
 
 Pair = tuple[ServiceProcess, ServiceProcess]
@@ -25,20 +23,6 @@ Pair = tuple[ServiceProcess, ServiceProcess]
 async def two() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30) as http:
         yield http
-
-
-@pytest.fixture
-async def replicas(
-    nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], logs_dir: Path
-) -> AsyncIterator[Pair]:
-    a = ServiceProcess(procs_service_env(nx_server), log_path=logs_dir / "a.log")
-    b = ServiceProcess(procs_service_env(nx_server), log_path=logs_dir / "b.log")
-    try:
-        await asyncio.gather(a.start(), b.start())
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 async def login(http: httpx.AsyncClient, url: str, email: str, **extra: Any) -> dict[str, Any]:
