@@ -36,6 +36,7 @@ def _public(key: ApiKey) -> dict[str, Any]:
         "name": key.name,
         "prefix": key.prefix,
         "scopes": key.scopes,
+        "organization_id": key.organization_id,  # an organization's own key; None: a service key
         "status": key.status,
         "created_at": _ms_to_iso(key.created_ms),
         "last_used_at": _ms_to_iso(key.last_used_ms),
@@ -50,7 +51,7 @@ def _actor() -> Actor:
 @api_key_cli.command("create")
 def create(
     name: str = typer.Option(..., help="Who the key is for, e.g. `billing`."),
-    scopes: str = typer.Option(..., help="Comma-separated scopes: org:read, org:create, org:list."),
+    scopes: str = typer.Option(..., help=f"Comma-separated scopes: {', '.join(SCOPES)}."),
 ) -> None:
     """Create a key and print it ONCE (only its SHA-256 hash is stored)."""
     wanted = [s.strip() for s in scopes.split(",") if s.strip()]
