@@ -20,6 +20,7 @@ from bench.common import DEFAULT_OUT, say
 from bench.machine import usable_cores
 from bench.record import Results
 from bench.report import write_reports
+from bench.seed import ListingMatch
 from bench.stack import Stack
 
 
@@ -45,6 +46,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small-tenant-docs", type=int, default=10, help="figure 4 small (10)")
     p.add_argument("--orgs", type=int, default=10_000, help="figure 5 organizations (10000)")
     p.add_argument("--renames", type=int, default=3, help="timed renames of each size (3)")
+    p.add_argument("--list-orgs", type=int, default=10_000, help="figure 7 large (10000)")
+    p.add_argument("--list-orgs-small", type=int, default=100, help="figure 7 small (100)")
+    p.add_argument("--list-requests", type=int, default=300, help="figure 7 timed GETs (300)")
+    p.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=None,
+        metavar="FIGS",
+        help=f"only these, comma-separated, of {','.join(session.PARTS)} "
+        "(3 brings 5 with it: its idle reference)",
+    )
     p.add_argument(
         "--launcher",
         choices=("orgsvc", "uvicorn"),
@@ -55,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="use the httpx fallback even with wrk")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs) for debugging")
     args = p.parse_args(argv)
+    if args.only is not None and not args.only <= set(session.PARTS):
+        p.error(f"--only: {','.join(sorted(args.only - set(session.PARTS)))} unknown")
+    matching = ListingMatch().total
+    if not matching <= args.list_orgs_small < args.list_orgs:
+        p.error(f"figure 7 needs {matching} <= --list-orgs-small < --list-orgs")
     args.warmup = 2
     if args.quick:
         args.duration, args.warmup = min(args.duration, 3), 1
@@ -80,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         say(f"FAILED: {exc}")
         for child in stack.children:
-            if child.name == "service":
-                say(f"service log tail:\n{child.log_tail()}")
+            if child.name.startswith("service"):
+                say(f"{child.name} log tail:\n{child.log_tail()}")
         raise
     finally:
         stack.cleanup()

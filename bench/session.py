@@ -1,5 +1,5 @@
 """One run, in the documented order: figure 1, figure 5, figure 3, figure 2, creates, figure 4,
-then figure 6 over all of it."""
+figure 7, then figure 6 over all of it (or the parts `--only` names)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from bench.figures import (
     f4_rename,
     f5_org_count,
     f6_rss,
+    f7_listing,
 )
 from bench.machine import machine_info, measure_bcrypt, usable_cores
 from bench.procs import CpuClock
@@ -23,23 +24,36 @@ from bench.record import Results
 from bench.seed import account
 from bench.stack import Stack
 
+PARTS = ("1", "2", "3", "4", "5", "6", "7", "create")
+
 
 def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
-    ctx = prepare(args, stack, res)
-    f1_cpu.measure(ctx)
-    idle = f5_org_count.measure(ctx)
-    f3_latency_under_logins.measure(ctx, idle)
-    f2_login.measure(ctx)
-    create.measure(ctx)
-    f4_rename.measure(ctx)
+    want = set(PARTS) if args.only is None else args.only | ({"5"} if "3" in args.only else set())
+    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7"}))
+    if "1" in want:
+        f1_cpu.measure(ctx)
+    if "5" in want:
+        idle = f5_org_count.measure(ctx)
+        if "3" in want:
+            f3_latency_under_logins.measure(ctx, idle)
+    if "2" in want:
+        f2_login.measure(ctx)
+    if "create" in want:
+        create.measure(ctx)
+    if "4" in want:
+        f4_rename.measure(ctx)
+    if "7" in want:
+        f7_listing.measure(ctx)
     noise = ctx.whole.stop()
     res.extra["noise"] = {k: round(v, 3) for k, v in noise.items()}
-    f6_rss.measure(ctx)
+    if "6" in want:
+        f6_rss.measure(ctx)
     res.figures.sort(key=lambda f: f.num)
 
 
-def prepare(args: argparse.Namespace, stack: Stack, res: Results) -> Context:
-    """Time bcrypt here, start the store and the service, make the ten accounts."""
+def prepare(args: argparse.Namespace, stack: Stack, res: Results, *, accounts: bool) -> Context:
+    """Time bcrypt here, start the store and the service, make the ten accounts (if `accounts`:
+    figures 6 and 7 need none)."""
     res.extra["machine"] = machine_info()
     whole = CpuClock([])
     say(f"measuring bcrypt at cost {args.bcrypt_rounds} in this process ...")
@@ -55,6 +69,6 @@ def prepare(args: argparse.Namespace, stack: Stack, res: Results) -> Context:
         )
     say(f"service {svc_url} (pid {stack.service.pid}), load generator: {gen.label}")
     ctx = Context(args, stack, res, usable_cores(), secrets.token_hex(3), gen, whole)
-    for i in range(SMALL_ORGS):
+    for i in range(SMALL_ORGS if accounts else 0):
         ctx.accounts.append(account(ctx, f"Bench Org {i:02d}", f"{i:02d}"))
     return ctx

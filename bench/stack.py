@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +38,9 @@ class Stack:
         self.sampler: RssSampler | None = None
         self.http: httpx.Client | None = None
         self.mongo: MongoClient[Doc] | None = None
+        self.mongo_url = ""
         self.db_name = "org_service"
+        self.jwt_secret = "bench-jwt-secret-" + secrets.token_hex(12)  # 41 characters
 
     def child_env(self) -> dict[str, str]:
         """Our environment without any of the service's own settings, plus the repo on the path."""
@@ -57,14 +60,21 @@ class Stack:
 
     def start_store(self) -> str:
         """nx-27017 on a free port (the tests' `start_nx`); returns its URL."""
-        nx = EmbeddedMongo(self.tmp / "nx", port=free_port())
+        self.nx, url = self.launch_store("nx-27017")
+        self.mongo = MongoClient(url, tz_aware=True)
+        self.mongo_url = url
+        return url
+
+    def launch_store(self, name: str) -> tuple[Child, str]:
+        """An nx-27017 store of its own (its own SQLite file: nx-27017 keeps every logical
+        database of a store in one namespace, so a second database would not be apart)."""
+        nx = EmbeddedMongo(self.tmp / name, port=free_port())
         nx.data_dir.mkdir(parents=True)
-        self.nx = Child("nx-27017", log_path=self.tmp / "nx-27017.log")
-        proc = start_nx(nx, cwd=self.tmp, env=self.child_env(), output=self.nx.log_path)
-        self.nx.adopt(proc)
-        self.children.append(self.nx)
-        self.mongo = MongoClient(nx.url, tz_aware=True)
-        return nx.url
+        child = Child(name, log_path=self.tmp / f"{name}.log")
+        proc = start_nx(nx, cwd=self.tmp, env=self.child_env(), output=child.log_path)
+        child.adopt(proc)
+        self.children.append(child)
+        return child, nx.url
 
     @property
     def db(self) -> Database[Doc]:
@@ -73,28 +83,55 @@ class Stack:
 
     def start_service(self, mongo_url: str) -> str:
         """The service as `orgsvc serve` (or bare uvicorn), its RSS sampled; returns its URL."""
-        port = free_port()
+        self.service, url = self.launch_service("service", mongo_url)
+        self.sampler = RssSampler(self.service.pid)
+        self.sampler.start()
+        self.http = httpx.Client(base_url=url, timeout=120.0, trust_env=False)
+        return url
+
+    def service_env(self, mongo_url: str) -> dict[str, str]:
+        """The service's settings over the store at `mongo_url` (the CLI reads the same ones)."""
         env = self.child_env()
         env.update(
             MONGODB_URL=mongo_url,
             MONGODB_DB=self.db_name,
             BCRYPT_ROUNDS=str(self.args.bcrypt_rounds),
-            JWT_SECRET="bench-jwt-secret-" + secrets.token_hex(12),  # 41 characters
+            JWT_SECRET=self.jwt_secret,
             JWT_EXPIRES_MINUTES="600",
             ENVIRONMENT="development",
             LOG_LEVEL="info",
-            HOST="127.0.0.1",
-            PORT=str(port),
         )
         if self.args.hash_pool_size:
             env["HASH_POOL_SIZE"] = str(self.args.hash_pool_size)
-        self.service = self.spawn("service", self.service_argv(port), env)
+        return env
+
+    def launch_service(self, name: str, mongo_url: str) -> tuple[Child, str]:
+        """A service process over the store at `mongo_url` on a free port, once it answers;
+        returns it and its URL (the main one is `start_service`'s; figure 7 starts its own)."""
+        port = free_port()
+        env = self.service_env(mongo_url)
+        env.update(HOST="127.0.0.1", PORT=str(port))
+        child = self.spawn(name, self.service_argv(port), env)
         url = f"http://127.0.0.1:{port}"
-        wait_http(self.service, url + "/health")
-        self.sampler = RssSampler(self.service.pid)
-        self.sampler.start()
-        self.http = httpx.Client(base_url=url, timeout=120.0, trust_env=False)
-        return url
+        wait_http(child, url + "/health")
+        return child, url
+
+    def cli(self, mongo_url: str, *args: str) -> str:
+        """`python -m app.cli ARGS` with the settings of a service over the store at
+        `mongo_url`; its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=self.service_env(mongo_url),
+            cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"app.cli {' '.join(args)}: exit {done.returncode}: {done.stderr}")
+        return done.stdout
 
     def service_argv(self, port: int) -> list[str]:
         if self.args.launcher == "orgsvc":
