@@ -12,8 +12,9 @@ from pymongo import ReturnDocument
 from app.kit.store import Collection, Database, Doc, Record, epoch_ms, utcnow
 
 ACTIVE, REVOKED = "active", "revoked"
-# Never hand the hash out of this module unless the caller asked for it to verify a key.
-PUBLIC_FIELDS = {"hash": 0}
+# Never hand the hash out of this module unless the caller asked for it to verify a key. An
+# inclusion projection (built from the record, below): nx-27017 0.8 sometimes answers the
+# exclusion `{"hash": 0}` with `_id` alone once other queries ran on the collection.
 
 
 class ApiKey(Record):
@@ -28,6 +29,9 @@ class ApiKey(Record):
     created_ms: int | None = None
     last_used_ms: int | None = None
     revoked_ms: int | None = None
+
+
+PUBLIC_FIELDS: Doc = dict.fromkeys(set(ApiKey.model_fields) - {"key_id"}, 1)
 
 
 def _key(doc: Doc | None) -> ApiKey | None:
