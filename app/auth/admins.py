@@ -30,6 +30,11 @@ class MemberAccount(Record):
     last_login_ms: int | None = None
 
 
+# What others may see of an account, as an inclusion projection: never the hash, and no
+# exclusion projection (nx-27017 0.8 sometimes answers one with `_id` alone).
+_ACCOUNT_FIELDS: Doc = dict.fromkeys(set(MemberAccount.model_fields) - {"member_id"}, 1)
+
+
 class AdminRepository:
     """Admins, unique by lower-cased email across all organizations."""
 
@@ -126,12 +131,12 @@ class AdminRepository:
         query: Doc = {"organization_id": org_id}
         if after is not None:
             query["_id"] = {"$gt": after}
-        cursor = self.col.find(query, {"password_hash": 0}).sort("_id", 1).limit(limit)
+        cursor = self.col.find(query, _ACCOUNT_FIELDS).sort("_id", 1).limit(limit)
         return [MemberAccount.model_validate(doc) for doc in await cursor.to_list(length=limit)]
 
     async def get_account(self, admin_id: str, *, org_id: str) -> MemberAccount | None:
         doc = await self.col.find_one(
-            {"_id": admin_id, "organization_id": org_id}, {"password_hash": 0}
+            {"_id": admin_id, "organization_id": org_id}, _ACCOUNT_FIELDS
         )
         return None if doc is None else MemberAccount.model_validate(doc)
 
