@@ -5,11 +5,12 @@ no other (404). Every change is audited and announced as an event (`app.organiza
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.deps import Lifecycle, Meta, require_scope
@@ -38,6 +39,17 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+_DATE_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _date_time(value: object) -> object:
+    """A date and a time, as the schema's `date-time` says: not a number (which pydantic would
+    read as Unix time) nor a bare date."""
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("not a date-time (YYYY-MM-DDTHH:MM:SS, with an offset or in UTC)")
+    return value
+
+
 OrganizationId = Annotated[
     str,
     Path(
@@ -46,7 +58,9 @@ OrganizationId = Annotated[
         examples=["6650f2a9c1d4e8b7a3f01234"],
     ),
 ]
-Moment = Annotated[datetime | None, AfterValidator(lambda v: _utc(v) if v else v)]
+Moment = Annotated[
+    datetime | None, BeforeValidator(_date_time), AfterValidator(lambda v: _utc(v) if v else v)
+]
 
 Reader = Annotated[KeyPrincipal, Depends(require_scope("org:read"))]
 Writer = Annotated[KeyPrincipal, Depends(require_scope("org:write"))]

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 METADATA_FORMAT = "org-metadata"
 METADATA_MAX_KEYS = 64
@@ -107,6 +107,13 @@ ExternalId = Annotated[
     ),
 ]
 
+
+def _integral(value: object) -> object:
+    """JSON Schema's `integer` takes 477.0 too (the same number): an integral float is that
+    integer; any other non-integer stays a 422 (strict: never a string or a boolean)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 MaxMembers = Annotated[
     int,
     Field(
@@ -119,6 +126,7 @@ MaxMembers = Annotated[
             "stops new invitations until the count is below it."
         ),
     ),
+    BeforeValidator(_integral),
 ]
 
 

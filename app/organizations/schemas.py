@@ -13,6 +13,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.auth.schemas import Password
@@ -117,8 +118,9 @@ class OrganizationPatch(StrictModel):
     )
 
     display_name: DisplayName | None = None
-    metadata: Metadata | None = None
-    plan: Plan | None = None
+    # Never null (a 422 below): the schema does not offer null for these two.
+    metadata: Metadata | SkipJsonSchema[None] = None
+    plan: Plan | SkipJsonSchema[None] = None
     external_id: ExternalId | None = None
     max_members: MaxMembers | None = None
 

@@ -2,7 +2,10 @@
 
 Authenticated endpoints are fuzzed with real credentials: a bearer token for a fresh
 organization (made again whenever a fuzzed logout, password change or delete revokes the
-current one: schemathesis refetches on a 401), and the service API key for `/org/list`.
+current one: schemathesis refetches on a 401), and the service API key for `/org/list` and the
+operator API (`/orgs`). Most valid operator calls name a real organization, and every other
+valid key revocation a live key of the caller's organization, read from the fuzz database, so
+their success paths are fuzzed and not only their 404s.
 
 The schema names each rule JSON Schema keywords cannot state with a `format` (see
 `app.organizations.schemas`); here each format gets a generator for that rule, so the
@@ -10,6 +13,10 @@ positive-data checks hold the service to it. The length keywords beside a format
 own: a generator also draws values just outside them (schemathesis drops those where it wants
 valid data, and asks the format for one value past each bound when it wants invalid data), and
 draws the bounds themselves, which a plain `text()` would almost never hit.
+
+`metadata` is an object with a format (`org-metadata`); schemathesis applies format generators
+to strings only, so its generator here replaces the metadata of valid bodies through the case
+hooks instead (`flatmap_case` in the phases Hypothesis drives, `map_case` in the coverage phase).
 """
 
 from __future__ import annotations
@@ -29,12 +36,21 @@ import httpx
 import schemathesis
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
+from pymongo import MongoClient
 
+from app.api_keys.router import KEY_ID_CURSOR_FORMAT
 from app.audit.service import AUDIT_CURSOR_FORMAT
 from app.auth.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 from app.auth.schemas import PASSWORD_FORMAT
 from app.kit.fields import EMAIL_FORMAT, Email
 from app.members.router import CURSOR_FORMAT as ID_CURSOR_FORMAT
+from app.organizations.operator import ORDER_CURSOR_FORMAT
+from app.organizations.profile import (
+    METADATA_MAX_BYTES,
+    METADATA_MAX_KEYS,
+    METADATA_MAX_LEVELS,
+    check_metadata,
+)
 from app.organizations.schemas import NAME_FORMAT, SLUG_CURSOR_FORMAT
 from app.tenancy.names import MAX_NAME_CHARS, InvalidName, validate_name
 
@@ -42,11 +58,14 @@ BASE_URL = os.environ.get("FUZZ_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("FUZZ_API_KEY", "")
 MAIL_DIR = os.environ.get("FUZZ_MAIL_DIR", "")
 DB_NAME = os.environ.get("FUZZ_DB", "orgsvc_fuzz")
+MONGODB_URL = os.environ.get("FUZZ_MONGODB_URL", "mongodb://127.0.0.1:27017")
 PASSWORD = "fuzzing-password-123"
 MAX_EMAIL_CHARS = 254
 _counter = itertools.count()
 _turns = itertools.count()
 _logins = itertools.count()
+_picks = itertools.count()
+_real_ids = itertools.count()
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 _any_char = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
@@ -169,6 +188,131 @@ schemathesis.openapi.format(
         st.sampled_from(["A", "A" * 65]),  # past the length keywords
     ),
 )
+schemathesis.openapi.format(
+    KEY_ID_CURSOR_FORMAT,
+    st.one_of(
+        st.text("0123456789abcdef", min_size=12, max_size=12).map(lambda s: _b64url(s.encode())),
+        st.sampled_from(["A", "A" * 65]),  # past the length keywords
+    ),
+)
+schemathesis.openapi.format(
+    ORDER_CURSOR_FORMAT,
+    st.one_of(
+        st.builds(
+            lambda ms, org: _b64url(f"{ms:013d}.{org}".encode()),
+            st.one_of(
+                st.integers(min_value=0, max_value=10**13 - 1),
+                st.sampled_from([0, 10**13 - 1]),
+                st.just(1_767_225_600_000),  # a fixed recent moment: 2026-01-01
+            ),
+            st.text("0123456789abcdef", min_size=24, max_size=24),
+        ),
+        st.sampled_from(["A", "A" * 201]),  # past the length keywords
+    ),
+)
+
+
+# `org-metadata`: every key matches the key rule, containers stop at level 5 (the metadata
+# object being level 1), integers fit in 64 bits, strings hold no NUL; the filter then holds
+# the whole value to the service's own rule (64 keys, 8 KiB of compact JSON).
+_INT64 = (-(2**63), 2**63 - 1)
+_meta_key = st.one_of(
+    st.text(_ascii_word + "_-", min_size=1, max_size=64),
+    _exactly([1, 64], _ascii_word + "_-"),
+)
+_meta_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=_INT64[0], max_value=_INT64[1]),
+    st.sampled_from(_INT64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(_any_char, max_size=40),
+)
+
+
+def _meta_values(level: int) -> st.SearchStrategy[Any]:
+    """Metadata values whose objects and arrays would sit at `level`."""
+    if level > METADATA_MAX_LEVELS:
+        return _meta_scalar
+    inner = _meta_values(level + 1)
+    return st.one_of(
+        _meta_scalar,
+        st.lists(inner, max_size=3),
+        st.dictionaries(_meta_key, inner, max_size=3),
+    )
+
+
+def _padded(size: int, char: str) -> dict[str, Any]:
+    """Metadata of exactly `size` bytes as compact JSON: one string of `char` (1 to 4 bytes of
+    UTF-8), topped up with ASCII."""
+    room = size - len(b'{"pad":""}')
+    width = len(char.encode())
+    return {"pad": char * (room // width) + "x" * (room % width)}
+
+
+def _nested(levels: int, *, arrays: bool) -> dict[str, Any]:
+    """Metadata `levels` levels deep (objects with 64-character keys, or arrays between)."""
+    node: Any = _INT64[1]
+    for depth in range(levels - 1):
+        node = [node, _INT64[0]] if arrays and depth % 2 else {"k" * 64: node}
+    return {"deep": node}
+
+
+def _metadata_rule(value: dict[str, Any]) -> bool:
+    try:
+        check_metadata(value)
+    except ValueError:
+        return False
+    return True
+
+
+# The bounds themselves: 64 keys, 8 KiB (in 1-, 2-, 3- and 4-byte characters), 5 levels.
+_METADATA_BOUNDS: list[dict[str, Any]] = [
+    {},
+    {f"key_{n:02d}": n for n in range(METADATA_MAX_KEYS)},
+    *(_padded(METADATA_MAX_BYTES, char) for char in ("a", "\u00e9", "\u20ac", "\U0001f600")),
+    _padded(METADATA_MAX_BYTES - 1, "a"),
+    _nested(METADATA_MAX_LEVELS, arrays=False),
+    _nested(METADATA_MAX_LEVELS, arrays=True),
+    {
+        "min": _INT64[0],
+        "max": _INT64[1],
+        "float": 1.5e300,
+        "text": "caf\u00e9 \U0001f600",
+        "no": None,
+    },
+]
+assert all(_metadata_rule(value) for value in _METADATA_BOUNDS)
+_METADATA = st.one_of(
+    st.dictionaries(_meta_key, _meta_values(2), max_size=8),
+    st.dictionaries(
+        _meta_key, _meta_scalar, min_size=METADATA_MAX_KEYS - 1, max_size=METADATA_MAX_KEYS
+    ),
+    st.sampled_from(_METADATA_BOUNDS),
+).filter(_metadata_rule)
+_bounds = itertools.cycle(_METADATA_BOUNDS)
+
+
+def _is_positive(case: Any) -> bool:
+    meta = case.meta
+    return meta is not None and bool(meta.generation.mode.is_positive)
+
+
+def _has_metadata(case: Any) -> bool:
+    return isinstance(case.body, dict) and isinstance(case.body.get("metadata"), dict)
+
+
+@schemathesis.hook
+def flatmap_case(ctx: Any, case: Any) -> st.SearchStrategy[Any]:
+    """A valid body's `metadata` drawn from the `org-metadata` generator."""
+    if not _is_positive(case) or not _has_metadata(case):
+        return st.just(case)
+
+    def with_metadata(metadata: dict[str, Any]) -> Any:
+        case.body = {**case.body, "metadata": metadata}
+        return case
+
+    return _METADATA.map(with_metadata)
 
 
 _LOGIN = {"email": "login@fuzz.example.com", "password": PASSWORD}
@@ -225,6 +369,52 @@ def _reset_token() -> str:
 
 
 _page_token: list[str] = []  # opening the reset page does not use its token up: one will do
+_mongo: list[MongoClient[dict[str, Any]]] = []
+_current_org: dict[str, str] = {}  # the bearer token's organization (the auth's latest)
+_orgs_of_tokens: dict[str, str] = {}  # every bearer token handed out: its organization's id
+
+
+def _db() -> Any:
+    if not _mongo:
+        _mongo.append(MongoClient(MONGODB_URL, serverSelectionTimeoutMS=10_000))
+    return _mongo[0][DB_NAME]
+
+
+def _real_organization_id(path: str) -> str | None:
+    """An organization of the fuzz database for the operator API: never the one whose token
+    the other endpoints use nor the login account's (a suspend or delete would starve them);
+    a suspended one to restore and an active one to suspend when there is one."""
+    query: dict[str, Any] = {
+        "status": "active",  # the record is an organization (not one being made or deleted)
+        "_id": {"$ne": _current_org.get("id", "")},
+        "admin.email": {"$ne": _LOGIN["email"]},
+    }
+    wanted = {"/restore": "suspended", "/suspend": "active"}
+    for suffix, state in wanted.items():
+        if path.endswith(suffix):
+            preferred = _ids(_db().organizations.find({**query, "state": state}, {"_id": 1}))
+            if preferred:
+                return preferred[next(_picks) % len(preferred)]
+    found = _ids(_db().organizations.find(query, {"_id": 1}))
+    return found[next(_picks) % len(found)] if found else None
+
+
+def _ids(docs: Any) -> list[str]:
+    return sorted(str(doc["_id"]) for doc in docs)
+
+
+def _live_key_id(token: str) -> str | None:
+    """A live API key of the bearer token's organization (made when it has none)."""
+    org_id = _orgs_of_tokens.get(token)
+    if org_id is None:
+        return None
+    found = _ids(_db().api_keys.find({"organization_id": org_id, "status": "active"}, {"_id": 1}))
+    if found:
+        return found[next(_picks) % len(found)]
+    with httpx.Client(base_url=BASE_URL, timeout=30) as http:
+        body = {"name": "fuzz revocable", "scopes": ["org:read"]}
+        made = http.post("/org/api-keys", json=body, headers={"Authorization": f"Bearer {token}"})
+    return str(made.json()["key_id"]) if made.status_code == 201 else None
 
 
 @schemathesis.hook
@@ -232,11 +422,23 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Every valid accept and every valid open of the accept page, in every phase, carries a
     live invitation's token (a random one is a 410, rightly), so the 201/200 paths are fuzzed;
     likewise every valid reset (a fresh reset token each: it works once) and every valid open
-    of the reset page."""
-    meta = case.meta
-    if meta is None or not meta.generation.mode.is_positive:
+    of the reset page. Two valid operator calls in three name a real organization, and every
+    other valid key revocation a live key of the caller's organization (random ids: 404s)."""
+    if not _is_positive(case):
         return
     path = case.operation.path
+    if path.startswith("/orgs/{organization_id}") and next(_real_ids) % 3:
+        found = _real_organization_id(path)
+        if found is not None:
+            case.path_parameters = {**(case.path_parameters or {}), "organization_id": found}
+        return
+    if path == "/org/api-keys/{key_id}" and next(_real_ids) % 2:
+        token = (case.headers or {}).get("Authorization", "").removeprefix("Bearer ")
+        key_id = _live_key_id(token)
+        if key_id is not None:  # by its id, or every other time by its prefix
+            key_id = f"osk_{key_id}" if next(_picks) % 2 else key_id
+            case.path_parameters = {**(case.path_parameters or {}), "key_id": key_id}
+        return
     if path == "/admin/password/reset" and isinstance(case.body, dict):
         case.body = {**case.body, "token": _reset_token()}
         return
@@ -254,11 +456,12 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
 
 
 def map_case(ctx: Any, case: Any) -> Any:
-    """Every other valid login draw uses a real account, so the 200 path is fuzzed too."""
-    meta = case.meta
-    if case.operation.path != "/admin/login" or meta is None:
-        return case
-    if not meta.generation.mode.is_positive or next(_logins) % 2:
+    """Every other valid login draw uses a real account, so the 200 path is fuzzed too. A valid
+    body's `metadata` that breaks the metadata rule (the coverage phase's, which no `format`
+    generator reaches) becomes one of the rule's bounds instead."""
+    if _is_positive(case) and _has_metadata(case) and not _metadata_rule(case.body["metadata"]):
+        case.body = {**case.body, "metadata": next(_bounds)}
+    if case.operation.path != "/admin/login" or not _is_positive(case) or next(_logins) % 2:
         return case
     if not _login_account:
         with httpx.Client(base_url=BASE_URL, timeout=30) as http:
@@ -281,16 +484,20 @@ class FreshAdmin:
         email, name = f"fuzz{n}@fuzz.example.com", f"fuzz org {n}"
         with httpx.Client(base_url=BASE_URL, timeout=30) as http:
             body = {"organization_name": name, "email": email, "password": PASSWORD}
-            http.post("/org/create", json=body).raise_for_status()
+            made = http.post("/org/create", json=body)
+            made.raise_for_status()
             login = http.post("/admin/login", json={"email": email, "password": PASSWORD})
             login.raise_for_status()
-            return {"token": login.json()["access_token"], "name": name}
+        token, org_id = login.json()["access_token"], made.json()["organization_id"]
+        _current_org["id"] = _orgs_of_tokens[token] = org_id
+        return {"token": token, "name": name}
 
     def set(self, case: Any, data: dict[str, str], ctx: Any) -> None:
         turn = next(_turns)
         case.headers = case.headers or {}
         path = case.operation.path
-        if path == "/org/list" or (path == "/org/get" and turn % 3 == 0):
+        operator = path == "/orgs" or path.startswith("/orgs/")
+        if operator or path == "/org/list" or (path == "/org/get" and turn % 3 == 0):
             case.headers["X-API-Key"] = API_KEY
         else:
             case.headers["Authorization"] = f"Bearer {data['token']}"
