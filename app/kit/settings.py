@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
     trusted_proxies: str = ""  # comma-separated IPs/CIDRs whose X-Forwarded-For is believed
     org_create_requires_key: bool = False  # True: POST /org/create needs an org:create API key
-    max_body_bytes: int = Field(default=16_384, ge=1024, le=16 * 1024 * 1024)
+    # 64 KiB: a profile update carries up to 8 KiB of metadata as compact UTF-8 JSON, which a
+    # client escaping non-ASCII (`\u00e9`, as Python's json does) sends as up to 24 KiB; the
+    # nginx of deploy/ allows 64 KiB too.
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
     cors_origins: str = ""  # comma-separated origins; empty = no CORS headers at all
     audit_retention_days: float = Field(default=365.0, gt=0, le=36_500)
 
