@@ -25,7 +25,7 @@ def assert_413(res: httpx.Response) -> None:
 
 
 async def test_body_over_the_limit_by_content_length(api: httpx.AsyncClient) -> None:
-    big = b'{"organization_name": "' + b"a" * 20_000 + b'"}'
+    big = b'{"organization_name": "' + b"a" * 70_000 + b'"}'
     res = await api.post("/org/create", content=big, headers={"content-type": "application/json"})
     assert_413(res)
     assert res.headers["x-request-id"]  # still inside the request context
@@ -34,7 +34,7 @@ async def test_body_over_the_limit_by_content_length(api: httpx.AsyncClient) -> 
 
 async def test_body_over_the_limit_while_streaming(api: httpx.AsyncClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(10):
+        for _ in range(20):  # 80 KB: past the default 64 KiB
             yield b" " * 4000
 
     res = await api.post(
@@ -122,7 +122,7 @@ async def test_real_process_has_no_server_banner_and_limits_bodies(one_service: 
         assert "server" not in res.headers
 
         async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(50):
+            for _ in range(80):
                 yield b" " * 1000
 
         # httpx sends a generator with Transfer-Encoding: chunked (no Content-Length).
@@ -153,7 +153,7 @@ async def test_real_process_raw_chunked_upload(one_service: Any) -> None:
                 b"POST /org/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
             )
-            for _ in range(40):
+            for _ in range(80):
                 chunk = b" " * 1000
                 try:
                     sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
