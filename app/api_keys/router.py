@@ -24,7 +24,7 @@ router = APIRouter(prefix="/org/api-keys", tags=["api keys"])
 
 KEY_ID_CURSOR_FORMAT = "key-id-cursor"
 S403 = "`insufficient_role`: only owners and admins manage the organization's API keys."
-_KEY_ID = re.compile(r"^(osk_)?[0-9a-f]{12}$")
+_KEY_ID = re.compile(r"^(osk_)?[0-9a-f]{12}\Z")
 
 Manager = Annotated[Principal, Depends(requires(Permission.MANAGE_API_KEYS))]
 OrgScope = Literal["org:read", "events:read"]

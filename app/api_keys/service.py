@@ -36,8 +36,8 @@ SCOPES = (
     "webhooks:manage",
 )
 ORG_SCOPES = ("org:read", "events:read")  # what an organization's own key may have
-KEY_PATTERN = re.compile(r"^osk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:-]{0,63}$")
+KEY_PATTERN = re.compile(r"^osk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:-]{0,63}\Z")
 TOUCH_EVERY_MS = 60_000  # `last_used` is at most a minute stale: no write on every request
 
 

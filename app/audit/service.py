@@ -32,7 +32,7 @@ SECRET_KEYS = frozenset(
     {"password", "password_hash", "hash", "token", "access_token", "key", "api_key", "secret"}
 )
 AUDIT_CURSOR_FORMAT = "audit-cursor"  # the OpenAPI format of `GET /org/audit`'s cursor
-_CURSOR = re.compile(r"^(\d{1,16})\.([0-9a-f]{24})$")
+_CURSOR = re.compile(r"^([0-9]{1,16})\.([0-9a-f]{24})\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,9 +135,7 @@ class AdminRepository:
         return [MemberAccount.model_validate(doc) for doc in await cursor.to_list(length=limit)]
 
     async def get_account(self, admin_id: str, *, org_id: str) -> MemberAccount | None:
-        doc = await self.col.find_one(
-            {"_id": admin_id, "organization_id": org_id}, _ACCOUNT_FIELDS
-        )
+        doc = await self.col.find_one({"_id": admin_id, "organization_id": org_id}, _ACCOUNT_FIELDS)
         return None if doc is None else MemberAccount.model_validate(doc)
 
     async def delete_of_org(self, org_id: str) -> None:

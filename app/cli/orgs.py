@@ -38,7 +38,7 @@ orgs_cli = typer.Typer(
 )
 
 PAGE = 100  # organizations per `lifecycle.page` read
-_PLAN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as `GET /orgs?plan=`
+_PLAN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # as `GET /orgs?plan=`
 
 ProgressOption = typer.Option(
     None,

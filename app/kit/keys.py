@@ -66,7 +66,7 @@ DEV_JWT_SECRET = "development-secret-not-for-production"  # noqa: S105 - refused
 MIN_SECRET_BYTES = 32
 HS256, EDDSA, RS256 = "HS256", "EdDSA", "RS256"
 ASYMMETRIC = frozenset({EDDSA, RS256})
-KID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+KID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 MIN_RSA_BITS = 2048
 
 PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.kit.logs import request_id_var
 
 access_log = logging.getLogger("orgsvc.access")
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 # (method, route template, status, seconds) -> None; metrics plug in here.
 RequestObserver = Callable[[str, str, int, float], None]

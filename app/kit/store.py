@@ -39,7 +39,7 @@ def new_id() -> str:
     return str(ObjectId())
 
 
-_ID = re.compile(r"^[0-9a-f]{24}$")
+_ID = re.compile(r"^[0-9a-f]{24}\Z")
 
 
 def is_id(value: str) -> bool:

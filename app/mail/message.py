@@ -19,7 +19,7 @@ from app.kit.store import utcnow
 # Bodies are quoted-printable: 7-bit clean whatever the text, so no server needs 8BITMIME and
 # no line is longer than SMTP allows (a link with a long token included).
 _BODY_CTE = "quoted-printable"
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9.-]+$")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9.-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)

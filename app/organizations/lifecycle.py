@@ -38,7 +38,7 @@ from app.organizations.team import TeamRepository
 from app.tenancy.collections import TenantCollections
 
 MAX_TRIES = 20
-_ORDER_KEY = re.compile(r"^\d{13}\.[0-9a-f]{24}$")
+_ORDER_KEY = re.compile(r"^[0-9]{13}\.[0-9a-f]{24}\Z")
 
 
 class LifecycleService:

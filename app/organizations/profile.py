@@ -21,7 +21,7 @@ METADATA_FORMAT = "org-metadata"
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 8 * 1024
 METADATA_MAX_LEVELS = 5
-_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 _INT64 = (-(2**63), 2**63 - 1)
 METADATA_DESCRIPTION = (
     f"A JSON object of at most {METADATA_MAX_KEYS} keys and {METADATA_MAX_BYTES} bytes as "

@@ -27,7 +27,7 @@ from app.organizations.records import (
     TeamEntry,
 )
 
-_MEMBER_ID = re.compile(r"^[0-9a-f]{24}$")
+_MEMBER_ID = re.compile(r"^[0-9a-f]{24}\Z")
 
 
 def member_path(member_id: str) -> str:

@@ -16,7 +16,7 @@ import secrets
 
 from app.kit.keys import KeyRing
 
-_TOKEN = re.compile(r"^([0-9a-f]{24})\.([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"^([0-9a-f]{24})\.([A-Za-z0-9_-]{43})\Z")
 
 
 class ResetTokens:

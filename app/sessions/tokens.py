@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from app.kit.keys import KeyRing
 
-_TOKEN = re.compile(r"^([0-9a-f]{24})\.(\d{1,9})\.([A-Za-z0-9_-]{43})$")
+_TOKEN = re.compile(r"^([0-9a-f]{24})\.([0-9]{1,9})\.([A-Za-z0-9_-]{43})\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,7 @@ def _nested(levels: int) -> dict[str, Any]:
     [
         ({"metadata": {f"k{i}": i for i in range(65)}}, "65 keys"),
         ({"metadata": {"a.b": 1}}, "a dot in a key"),
+        ({"metadata": {"key\n": 1}}, "a newline after a key ($ would let it through)"),
         ({"metadata": {"$where": 1}}, "a dollar in a key"),
         ({"metadata": {"x": {"bad key": 1}}}, "a bad nested key"),
         ({"metadata": {"x": [{"ok": {"no!": 1}}]}}, "a bad key inside an array"),
