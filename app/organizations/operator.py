@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 from app.api_keys.service import KeyPrincipal
 from app.deps import Lifecycle, Meta, require_scope
 from app.kit.pagination import Page
-from app.kit.responses import BODY_ERRORS, errors
+from app.kit.responses import BODY_ERRORS, Responses, errors
 from app.organizations.records import Organization
 from app.organizations.schemas import (
     OrganizationPatch,
@@ -32,6 +32,18 @@ KEY_401 = "`not_authenticated` (no `X-API-Key`) or `invalid_api_key` (unknown or
 
 def _scope_403(scope: str) -> str:
     return f"`insufficient_scope`: the key lacks `{scope}`."
+
+
+def _write_errors(s409: str, *, body: bool = False, interruptible: bool = False) -> Responses:
+    """The documented failures of an `org:write` route (and of its JSON body, if it has one)."""
+    found = errors(
+        401, 403, 404, 409, 422, 503, s401=KEY_401, s403=_scope_403("org:write"), s409=s409,
+        interruptible=interruptible,
+    )  # fmt: skip
+    return {**found, **BODY_ERRORS} if body else found
+
+
+BUSY_409 = "`operation_in_progress`: a rename or delete of this organization is under way."
 
 
 def _utc(value: datetime) -> datetime:
@@ -154,20 +166,9 @@ async def get_organization_by_id(
 @router.patch(
     "/{organization_id}",
     response_model=OrganizationRead,
-    responses={
-        **errors(
-            401,
-            403,
-            404,
-            409,
-            422,
-            503,
-            s401=KEY_401,
-            s403=_scope_403("org:write"),
-            s409="`external_id_taken`: another organization has this `external_id`.",
-        ),
-        **BODY_ERRORS,
-    },
+    responses=_write_errors(
+        "`external_id_taken`: another organization has this `external_id`.", body=True
+    ),
 )
 async def patch_organization(
     organization_id: OrganizationId,
@@ -184,20 +185,7 @@ async def patch_organization(
 @router.post(
     "/{organization_id}/suspend",
     response_model=OrganizationRead,
-    responses={
-        **errors(
-            401,
-            403,
-            404,
-            409,
-            422,
-            503,
-            s401=KEY_401,
-            s403=_scope_403("org:write"),
-            s409="`operation_in_progress`: a rename or delete of this organization is under way.",
-        ),
-        **BODY_ERRORS,
-    },
+    responses=_write_errors(BUSY_409, body=True),
 )
 async def suspend_organization(
     organization_id: OrganizationId,
@@ -217,17 +205,7 @@ async def suspend_organization(
 @router.post(
     "/{organization_id}/restore",
     response_model=OrganizationRead,
-    responses=errors(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
-        s401=KEY_401,
-        s403=_scope_403("org:write"),
-        s409="`operation_in_progress`: the organization is being deleted.",
-    ),
+    responses=_write_errors("`operation_in_progress`: the organization is being deleted."),
 )
 async def restore_organization(
     organization_id: OrganizationId, lifecycle: Lifecycle, key: Writer, meta: Meta
@@ -241,18 +219,7 @@ async def restore_organization(
     "/{organization_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=errors(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
-        s401=KEY_401,
-        s403=_scope_403("org:write"),
-        s409="`operation_in_progress`: a rename or delete of this organization is under way.",
-        interruptible=True,
-    ),
+    responses=_write_errors(BUSY_409, interruptible=True),
 )
 async def delete_organization_by_id(
     organization_id: OrganizationId, lifecycle: Lifecycle, key: Writer, meta: Meta
