@@ -31,6 +31,7 @@ from app.pages import reset as reset_page
 from app.pages import router as pages_router
 from app.recovery import router as recovery_router
 from app.sessions import router as sessions_router
+from app.webhooks import router as webhooks_router
 from app.wiring import build_state
 
 log = logging.getLogger("orgsvc")
@@ -75,12 +76,14 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
                 log.info("start-up reconcile: %s", dict(fixed))
             state.reconciler.start()
             state.mail.start()
+            state.webhooks.start()
             app.state.svc = state
             yield
         finally:
             # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
             await state.mail.stop()
+            await state.webhooks.stop()
             state.hasher.close()
             if own_client:
                 await the_client.close()
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(org_router.router)
     app.include_router(operator_router.router)
     app.include_router(org_keys_router.router)
+    app.include_router(webhooks_router.router)
     app.include_router(auth_router.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

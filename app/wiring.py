@@ -22,6 +22,7 @@ from app.auth.rate_limit import LoginLimiter
 from app.auth.revocations import RevocationRepository
 from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
+from app.events.store import EventStore
 from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
 from app.kit.keys import KeyRing
@@ -56,6 +57,7 @@ from app.tenancy.collections import TenantCollections
 from app.tenancy.context import OperationContext
 from app.tenancy.operations import OperationRepository
 from app.tenancy.reconciler import Reconciler
+from app.webhooks.service import Webhooks
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class Repositories:
     outbox: OutboxRepository
     sessions: SessionRepository
     resets: ResetRepository
+    events: EventStore
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -95,6 +98,7 @@ class Repositories:
             outbox=OutboxRepository(db),
             sessions=SessionRepository(db),
             resets=ResetRepository(db),
+            events=EventStore(db),
         )
 
     async def ensure_indexes(self) -> None:
@@ -110,6 +114,7 @@ class Repositories:
         await self.invitations.ensure_indexes()
         await self.outbox.ensure_indexes()
         await self.sessions.ensure_indexes()
+        await self.events.ensure_indexes()
         await self.resets.ensure_indexes()
 
 
@@ -134,11 +139,13 @@ class AppState:
     sessions: SessionService
     recovery: RecoveryService
     lifecycle: LifecycleService
+    webhooks: Webhooks
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
         written by an older release (idempotent; replicas may run it at once)."""
         await self.repos.ensure_indexes()
+        await self.webhooks.ensure_indexes()
         await self.orgs.probe_store()
         await self.repos.team.upgrade_v1()
         await self.repos.orgs.upgrade_v2()
@@ -287,6 +294,14 @@ def build_state(
             hasher=hasher,
             audit=audit_log,
             mail_queued=mail.kick,
+        ),
+        webhooks=Webhooks(
+            settings=settings,
+            db=client[settings.mongodb_db],
+            events=repos.events,
+            metrics=metrics,
+            audit=audit_log,
+            owner=ctx.owner,
         ),
         lifecycle=LifecycleService(
             orgs=orgs,

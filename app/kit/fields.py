@@ -40,12 +40,12 @@ Email = Annotated[
 ]
 
 
-def _utc_text(value: datetime) -> str:
+def utc_text(value: datetime) -> str:
     """`2026-11-22T10:00:00.000Z` (isoformat is C code; strftime showed up in the profile)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-UtcTime = Annotated[datetime, PlainSerializer(_utc_text, return_type=str)]
+UtcTime = Annotated[datetime, PlainSerializer(utc_text, return_type=str)]
 
 
 class StrictModel(BaseModel):

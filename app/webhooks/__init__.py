@@ -1,0 +1,1 @@
+"""Webhooks: endpoints that receive every published event, signed per Standard Webhooks."""
