@@ -15,6 +15,7 @@ from app.api_keys import router as org_keys_router
 from app.audit import router as audit_router
 from app.auth import jwks
 from app.auth import router as auth_router
+from app.events import router as events_router
 from app.kit.db import EmbeddedMongo, make_client, require_embedded_store
 from app.kit.edges import install_edges
 from app.kit.errors import install_error_handlers
@@ -77,12 +78,15 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             state.reconciler.start()
             state.mail.start()
             state.webhooks.start()
+            state.publisher.on_published.append(lambda _: state.webhooks.kick())
+            state.publisher.start()
             app.state.svc = state
             yield
         finally:
             # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
             await state.mail.stop()
+            await state.publisher.stop()
             await state.webhooks.stop()
             state.hasher.close()
             if own_client:
@@ -112,6 +116,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(operator_router.router)
     app.include_router(org_keys_router.router)
     app.include_router(webhooks_router.router)
+    app.include_router(events_router.router)
     app.include_router(auth_router.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

@@ -22,6 +22,7 @@ from app.auth.rate_limit import LoginLimiter
 from app.auth.revocations import RevocationRepository
 from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
+from app.events.publisher import EventPublisher
 from app.events.store import EventStore
 from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
@@ -140,6 +141,7 @@ class AppState:
     recovery: RecoveryService
     lifecycle: LifecycleService
     webhooks: Webhooks
+    publisher: EventPublisher
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
@@ -255,6 +257,7 @@ def build_state(
         audit=audit_log,
         events=events,
     )
+    publisher = EventPublisher(client[settings.mongodb_db], owner=ctx.owner)
     return AppState(
         settings=settings,
         metrics=metrics,
@@ -266,7 +269,7 @@ def build_state(
         auth=auth,
         reconciler=reconciler,
         audit=audit_log,
-        api_keys=ApiKeyService(repos.api_keys, audit_log, events),
+        api_keys=ApiKeyService(repos.api_keys, audit_log, events, orgs=repos.orgs),
         events=events,
         team=TeamService(
             team=repos.team,
@@ -295,6 +298,7 @@ def build_state(
             audit=audit_log,
             mail_queued=mail.kick,
         ),
+        publisher=publisher,
         webhooks=Webhooks(
             settings=settings,
             db=client[settings.mongodb_db],

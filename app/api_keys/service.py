@@ -19,12 +19,15 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from app.api_keys.repository import ACTIVE, ApiKey, ApiKeyRepository
+from app.api_keys.repository import ACTIVE, REVOKED, ApiKey, ApiKeyRepository
 from app.audit.service import Actor, AuditService, RequestMeta
-from app.kit.errors import AppError, Unauthorized
+from app.events.records import PendingEvent, Requirement
+from app.kit.errors import AppError, NotFound, Unauthorized
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms
+from app.organizations.events import event_actor
 from app.organizations.records import Organization
+from app.organizations.repository import OrganizationRepository
 
 SCOPES = (
     "org:read",
@@ -78,11 +81,16 @@ class ApiKeyService:
     """Creates, lists, revokes and checks API keys."""
 
     def __init__(
-        self, repo: ApiKeyRepository, audit: AuditService, events: EventHook | None = None
+        self,
+        repo: ApiKeyRepository,
+        audit: AuditService,
+        events: EventHook | None = None,
+        orgs: OrganizationRepository | None = None,
     ) -> None:
         self.repo = repo
         self.audit = audit
         self.events = events or EventHook()
+        self.orgs = orgs  # where an organization's key's events are recorded
 
     async def create(
         self,
@@ -111,6 +119,10 @@ class ApiKeyService:
             organization_id=organization_id,
             created_ms=epoch_ms(),
         )
+        if organization_id is not None:
+            # Its event first, in the organization's outbox, published once the key exists.
+            exists = Requirement(collection="api_keys", doc_id=key_id, field="_id", value=key_id)
+            await self._announce("api_key.created", organization_id, record, actor, exists)
         await self.repo.insert(record, key_hash=hash_key(key))
         await self.audit.record(
             "api_key.create",
@@ -143,6 +155,14 @@ class ApiKeyService:
         """Revoke a key by id or prefix (`organization_id`: only one of that organization's);
         None when no active key matches."""
         key_id = key_id.removeprefix("osk_")
+        if organization_id is not None:
+            live = [k for k in await self.repo.list_keys(include_revoked=False,
+                    organization_id=organization_id) if k.key_id == key_id]  # fmt: skip
+            if live:
+                revoked = Requirement(
+                    collection="api_keys", doc_id=key_id, field="status", value=REVOKED
+                )
+                await self._announce("api_key.revoked", organization_id, live[0], actor, revoked)
         record = await self.repo.revoke(key_id, organization_id=organization_id)
         await self.audit.record(
             "api_key.revoke",
@@ -158,6 +178,19 @@ class ApiKeyService:
                 DomainEvent("api_key.revoked", record.organization_id, _public(record))
             )
         return record
+
+    async def _announce(
+        self, type_: str, org_id: str, key: ApiKey, actor: Actor, requires: Requirement
+    ) -> None:
+        """Record the key's event in its organization's outbox, to be published once the
+        change it names is in `api_keys` (`requires`; dropped if that never happens)."""
+        if self.orgs is None:
+            return
+        event = PendingEvent.of(
+            type_, org_id, _public(key), actor=event_actor(actor), requires=requires
+        )
+        if await self.orgs.change(org_id, lambda _: ({}, [event])) is None:
+            raise NotFound()
 
     async def authenticate(self, presented: str) -> KeyPrincipal:
         """The key's principal; 401 `invalid_api_key` for a malformed, unknown or revoked key."""
@@ -182,4 +215,5 @@ class ApiKeyService:
 
 
 def _public(record: ApiKey) -> dict[str, object]:
-    return record.model_dump(mode="json", include={"key_id", "name", "prefix", "scopes"})
+    data = record.model_dump(mode="json", include={"key_id", "name", "prefix", "scopes"})
+    return {**data, "organization_id": record.organization_id}

@@ -65,9 +65,11 @@ class Requirement(Record):
 
 
 class PendingEvent(Record):
-    """An event in an outbox, not yet in the global order."""
+    """An event in an outbox, not yet in the global order. `n`: its place among its
+    organization's events (the record's `revision` that its write set)."""
 
     id: str
+    n: int = 0
     type: str
     organization_id: str
     occurred_at: EventTime

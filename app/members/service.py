@@ -13,8 +13,9 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from app.audit.service import ANONYMOUS, Actor, AuditService, RequestMeta
 from app.auth.admins import AdminRepository, MemberAccount
@@ -22,6 +23,7 @@ from app.auth.passwords import PasswordHasher
 from app.auth.roles import OWNER, Permission, may_change_role, may_remove
 from app.auth.schemas import TokenResponse
 from app.auth.service import AuthService, Principal
+from app.events.records import EventActor, PendingEvent
 from app.kit.errors import (
     AppError,
     EmailTaken,
@@ -37,8 +39,10 @@ from app.kit.errors import (
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import epoch_ms, new_id, utcnow
 from app.members.invitations import PENDING, Invitation, InvitationRepository
+from app.members.schemas import InvitationRead, MemberRead, last_login
 from app.members.steps import AcceptOp, InviteOp, RemoveOp, TeamSteps
 from app.members.tokens import InvitationTokens, invitation_id_of, same_hash, token_hash
+from app.organizations.events import event_actor
 from app.organizations.records import InviteSlot, Organization, Team, TeamEntry
 from app.organizations.team import TeamRepository, is_member_id
 from app.tenancy.context import OperationContext
@@ -92,6 +96,7 @@ class Change:
 
     team: Team
     admin: tuple[str, str] | None = None
+    events: list[PendingEvent] = field(default_factory=list)  # written with it (the outbox)
 
 
 Decide = Callable[[Organization, Team], Awaitable[Change]]
@@ -147,7 +152,7 @@ class TeamService:
             if org.suspended:
                 raise OrganizationSuspended()  # no one joins, leaves or changes role meanwhile
             change = await decide(org, org.team)
-            if await self.team.replace(org, change.team, admin=change.admin):
+            if await self.team.replace(org, change.team, admin=change.admin, events=change.events):
                 return org
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - backoff
         raise OperationInProgress()
@@ -223,18 +228,22 @@ class TeamService:
             new = team.model_copy(
                 update={"members": members, "owners": owners, "invites": _live_invites(team)}
             )
-            return Change(new, await self._primary(team, owners))
+            data = _member_data(target_account, role)
+            event = PendingEvent.of("member.role_changed", org_id, data, actor=by)
+            return Change(new, await self._primary(team, owners), [event])
 
+        by = event_actor(caller.actor)
         async with self.audit.track(
             "member.role_change", actor=caller.actor, meta=meta, organization_id=org_id,
             details=details,
         ):  # fmt: skip
             if not is_member_id(member_id):
                 raise MemberNotFound()
-            await self._change_team(org_id, decide)
             account = await self.admins.get_account(member_id, org_id=org_id)
             if account is None:
                 raise MemberNotFound()
+            target_account = account
+            await self._change_team(org_id, decide)
         await self._emit("member.role_changed", org_id, member_id=member_id, role=role)
         return MemberView(
             account.member_id, account.email, role, account.created_at, account.last_login_ms
@@ -267,8 +276,13 @@ class TeamService:
                     "invites": _live_invites(team),
                 }
             )
-            return Change(new, await self._primary(team, owners))
+            events = []
+            if account is not None:
+                data = _member_data(account, target.role)
+                events.append(PendingEvent.of("member.removed", org_id, data, actor=by))
+            return Change(new, await self._primary(team, owners), events)
 
+        by = event_actor(caller.actor)
         action = "member.leave" if is_self else "member.remove"
         async with self.audit.track(
             action, actor=caller.actor, meta=meta, organization_id=org_id,
@@ -276,6 +290,7 @@ class TeamService:
         ):  # fmt: skip
             if not is_member_id(member_id):
                 raise MemberNotFound()
+            account = await self.admins.get_account(member_id, org_id=org_id)
             op = RemoveOp(op_id=uuid.uuid4().hex, organization_id=org_id, member_id=member_id)
             async with await self._start(op) as hold:
                 try:
@@ -330,7 +345,11 @@ class TeamService:
                     raise SeatLimit()
                 slot = InviteSlot(email=lower, expires_ms=invitation.expires_ms)
                 invites = {**live, invitation.invitation_id: slot}
-                return Change(team.model_copy(update={"invites": invites}))
+                data = _invitation_data(invitation)
+                event = PendingEvent.of(
+                    "member.invited", org_id, data, actor=event_actor(caller.actor)
+                )
+                return Change(team.model_copy(update={"invites": invites}), events=[event])
 
             op = InviteOp(
                 op_id=uuid.uuid4().hex,
@@ -384,15 +403,23 @@ class TeamService:
 
         async def decide(_: Organization, team: Team) -> Change:
             live = _live_invites(team)
-            if invitation_id not in live:
+            if invitation_id not in live or invitation is None:
                 raise InvitationNotFound()
             invites = {k: v for k, v in live.items() if k != invitation_id}
-            return Change(team.model_copy(update={"invites": invites}))
+            data = _invitation_data(invitation)
+            event = PendingEvent.of(
+                "invitation.revoked", org_id, data, actor=event_actor(caller.actor)
+            )
+            return Change(team.model_copy(update={"invites": invites}), events=[event])
 
         async with self.audit.track(
             "invitation.revoke", actor=caller.actor, meta=meta, organization_id=org_id,
             details={"invitation_id": invitation_id},
         ):  # fmt: skip
+            found = (
+                await self.invitations.get(invitation_id) if is_member_id(invitation_id) else None
+            )
+            invitation = found if found is not None and found.organization_id == org_id else None
             await self._change_team(org_id, decide)
             await self.invitations.revoked(invitation_id)
         await self._emit("invitation.revoked", org_id, invitation_id=invitation_id)
@@ -462,6 +489,7 @@ class TeamService:
     async def _join(self, invitation: Invitation, member_id: str, password_hash: str) -> TeamEntry:
         org_id, inv_id = invitation.organization_id, invitation.invitation_id
         entry = TeamEntry(role=invitation.role)
+        joined_at = utcnow()
 
         async def decide(org: Organization, team: Team) -> Change:
             live = _live_invites(team)
@@ -480,7 +508,13 @@ class TeamService:
                     "invites": invites,
                 }
             )
-            return Change(new)
+            joined = MemberAccount(
+                member_id=member_id, organization_id=org_id, email=invitation.email,
+                created_at=joined_at,
+            )  # fmt: skip
+            data = _member_data(joined, entry.role)
+            by = EventActor(type="admin", id=member_id)
+            return Change(new, events=[PendingEvent.of("member.joined", org_id, data, actor=by)])
 
         op = AcceptOp(
             op_id=uuid.uuid4().hex,
@@ -497,7 +531,7 @@ class TeamService:
                 email=invitation.email,
                 organization_id=org_id,
                 password_hash=password_hash,
-                created_at=utcnow(),
+                created_at=joined_at,
             )
             if not added:
                 await self.invitations.release(inv_id, op_id=op.op_id)
@@ -517,6 +551,22 @@ class TeamService:
             await self.invitations.accepted(inv_id, member_id=member_id)
             await hold.finish()
         return entry
+
+
+def _member_data(account: MemberAccount, role: str) -> dict[str, Any]:
+    """The member object of the API (the `data` of `member.*` events)."""
+    return MemberRead(
+        member_id=account.member_id,
+        email=account.email,
+        role=role,
+        created_at=account.created_at,
+        last_login_at=last_login(account.last_login_ms),
+    ).model_dump(mode="json")
+
+
+def _invitation_data(invitation: Invitation) -> dict[str, Any]:
+    """The invitation object of the API (never its token or hash)."""
+    return InvitationRead.model_validate(invitation, from_attributes=True).model_dump(mode="json")
 
 
 def _view(account: MemberAccount, entry: TeamEntry) -> MemberView:

@@ -19,13 +19,17 @@ from datetime import UTC, datetime
 
 from app.audit.service import Actor, AuditService, RequestMeta
 from app.auth.admins import AdminRepository
+from app.events.records import PendingEvent
 from app.kit.errors import NotFound, OperationInProgress
 from app.kit.events import DomainEvent, EventHook
 from app.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
-from app.kit.store import epoch_ms, is_id, utcnow
+from app.kit.store import Doc, epoch_ms, is_id, utcnow
+from app.organizations.events import event_actor, org_event
 from app.organizations.profile import search_key
 from app.organizations.records import (
+    ACTIVE,
     DELETING,
+    SUSPENDED,
     Organization,
     Suspension,
     keys_after,
@@ -33,7 +37,7 @@ from app.organizations.records import (
 )
 from app.organizations.repository import OrganizationRepository, OrgFilter
 from app.organizations.schemas import OrganizationPatch, OrganizationStats
-from app.organizations.service import OrganizationService, stored_profile
+from app.organizations.service import OrganizationService, applied, stored_profile
 from app.organizations.team import TeamRepository
 from app.tenancy.collections import TenantCollections
 
@@ -138,9 +142,13 @@ class LifecycleService:
         async with self.audit.track(
             "org.update", actor=actor, meta=meta, organization_id=org_id, details=details
         ):
-            org = await self.repo.set_profile(
-                org_id, stored_profile(changes), seats="max_members" in changes
-            )
+            fields = stored_profile(changes)
+
+            def decide(current: Organization) -> tuple[Doc, list[PendingEvent]]:
+                after = applied(current, fields)
+                return fields, [org_event("organization.updated", after, event_actor(actor))]
+
+            org = await self.repo.change(org_id, decide, seats="max_members" in changes)
             if org is None:
                 raise NotFound()
         await self.events.emit(DomainEvent("organization.updated", org_id, details))
@@ -173,7 +181,9 @@ class LifecycleService:
                 raise OperationInProgress()  # a rename or delete holds it
             by = f"{actor.type}:{actor.id}" if actor.id else actor.type
             suspension = Suspension(at=utcnow(), reason=reason, by=by)
-            done = await self.team.suspend(org, suspension)
+            after = org.model_copy(update={"state": SUSPENDED, "suspension": suspension})
+            event = org_event("organization.suspended", after, event_actor(actor))
+            done = await self.team.suspend(org, suspension, event)
             if done is not None:
                 return done, True
             # The team changed, or an operation took the record, since the read: read again.
@@ -185,13 +195,23 @@ class LifecycleService:
         the suspension stay revoked: members log in again."""
         _known(org_id)
         async with self.audit.track("org.restore", actor=actor, meta=meta, organization_id=org_id):
-            org = await self.repo.restore(org_id)
+            restored = False
+
+            def decide(current: Organization) -> tuple[Doc, list[PendingEvent]] | None:
+                nonlocal restored
+                if not current.suspended:
+                    return None  # not suspended: nothing to do
+                restored = True
+                fields: Doc = {"state": ACTIVE, "suspension": None}
+                after = current.model_copy(update=fields)
+                return fields, [org_event("organization.restored", after, event_actor(actor))]
+
+            # `seats`: the team's version moves too, as with every change of its standing.
+            org = await self.repo.change(org_id, decide, seats=True)
             if org is None:
-                current = await self.repo.get_active(org_id)
-                if current is None:
-                    raise await self._gone(org_id)
-                return current
-        await self.events.emit(DomainEvent("organization.restored", org_id, {}))
+                raise await self._gone(org_id)
+        if restored:
+            await self.events.emit(DomainEvent("organization.restored", org_id, {}))
         return org
 
     async def delete(self, org_id: str, *, actor: Actor, meta: RequestMeta) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import AliasChoices, Field
 
+from app.events.records import PendingEvent
 from app.kit.store import Doc, Record, StoredTime
 
 # Where an operation has the record (`status`): only an `active` record is an organization.
@@ -86,6 +87,12 @@ class Organization(Record):
     state: str = ACTIVE  # active | suspended: the contract's `status`
     suspension: Suspension | None = None
     order_key: str | None = None  # `GET /orgs` order; None only before the upgrade
+    # Events (`app.events`): every write that makes an event sets `revision` to the event's
+    # `n`, conditional on the revision it read, and adds the event to `outbox` in that same
+    # write; the publisher moves them to the feed (`outbox_since_ms`: its index to find them).
+    revision: int = 0
+    outbox: dict[str, PendingEvent] = {}
+    outbox_since_ms: int | None = None
 
     @property
     def suspended(self) -> bool:
@@ -107,7 +114,7 @@ class Organization(Record):
         # The admin's token state lives in the team now; only a v1 record holds it here.
         doc = self.model_dump(exclude={"organization_id"})
         doc["admin"] = {"admin_id": self.admin.admin_id, "email": self.admin.email}
-        for sparse in ("external_id", "display_key"):  # absent, not null: sparse indexes
+        for sparse in ("external_id", "display_key", "outbox_since_ms"):  # absent, not null
             if doc[sparse] is None:
                 del doc[sparse]
         if doc["order_key"] is None:

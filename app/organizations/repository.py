@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.kit.errors import ExternalIdTaken
+from app.events.records import PendingEvent
+from app.kit.errors import ExternalIdTaken, OperationInProgress
 from app.kit.store import Collection, Database, Doc, as_utc, insert_unique, utcnow
+from app.organizations.events import revision_filter, with_events
 from app.organizations.profile import prefix_range
 from app.organizations.records import (
     ACTIVE,
@@ -22,6 +26,9 @@ from app.organizations.records import (
 )
 
 __all__ = ["ACTIVE", "CREATING", "DELETING", "OrganizationRepository"]
+
+
+MAX_TRIES = 20  # compare-and-set rounds on the revision before a 409
 
 
 def _record(doc: Doc | None) -> Organization | None:
@@ -88,6 +95,7 @@ class OrganizationRepository:
 
     def __init__(self, db: Database) -> None:
         self.col: Collection = db["organizations"]
+        self.outbox: Collection = db["event_outbox"]
 
     async def ensure_indexes(self) -> None:
         await self.col.create_index("slug", unique=True)
@@ -99,6 +107,7 @@ class OrganizationRepository:
             await self.col.create_index(keys)
         await self.col.create_index("display_key", sparse=True)
         await self.col.create_index("external_id", unique=True, sparse=True)
+        await self.col.create_index("outbox_since_ms", sparse=True)  # the event publisher's
 
     async def insert(self, org: Organization) -> bool:
         """False when another record has this slug or collection (unique indexes)."""
@@ -113,11 +122,13 @@ class OrganizationRepository:
     async def get_active_by_slug(self, slug: str) -> Organization | None:
         return _record(await self.col.find_one({"slug": slug, "status": ACTIVE}))
 
-    async def activate(self, org_id: str, *, op_id: str) -> bool:
+    async def activate(self, org: Organization, *, op_id: str, event: PendingEvent) -> bool:
+        """Make the created record an organization, with its `organization.created` event."""
         res = await self.col.update_one(
-            {"_id": org_id, "pending_op": op_id, "status": CREATING},
-            {"$set": {"status": ACTIVE, "pending_op": None}},
-        )
+            {"_id": org.organization_id, "pending_op": op_id, "status": CREATING,
+             **revision_filter(org)},
+            with_events({"$set": {"status": ACTIVE, "pending_op": None}}, org, [event]),
+        )  # fmt: skip
         return res.modified_count == 1
 
     async def lock(
@@ -149,50 +160,77 @@ class OrganizationRepository:
         return doc is not None and doc["_id"] != org_id
 
     async def finish_rename(
-        self, org_id: str, *, op_id: str, name: str, slug: str, collection: str
+        self, org: Organization, *, op_id: str, fields: Doc, event: PendingEvent
     ) -> bool:
+        """Switch the record to its new name (`fields`), with its `organization.renamed` event;
+        False when the record moved on since `org` was read (read again) or is not this
+        operation's any more."""
         res = await self.col.update_one(
-            {"_id": org_id, "pending_op": op_id},
-            {
-                "$set": {
-                    "organization_name": name,
-                    "slug": slug,
-                    "collection_name": collection,
-                    "pending_op": None,
-                    "updated_at": utcnow(),
-                }
-            },
+            {"_id": org.organization_id, "pending_op": op_id, **revision_filter(org)},
+            with_events({"$set": {**fields, "pending_op": None}}, org, [event]),
         )
         return res.modified_count == 1
 
-    async def _set(self, org_id: str, fields: dict[str, Any]) -> Organization | None:
-        fields = {**fields, "updated_at": utcnow()}
+    async def touch(self, org_id: str) -> Organization | None:
+        """A new `updated_at` (no event: nothing callers see changed but the time); the
+        record, or None if not active."""
         return _record(
             await self.col.find_one_and_update(
                 {"_id": org_id, "status": ACTIVE},
-                {"$set": fields},
+                {"$set": {"updated_at": utcnow()}},
                 return_document=ReturnDocument.AFTER,
             )
         )
 
-    async def set_name(self, org_id: str, name: str) -> Organization | None:
-        """A new name with the same slug (a rename moves the slug: `finish_rename`); the record,
-        or None if not active."""
-        return await self._set(org_id, {"organization_name": name})
+    async def change(
+        self,
+        org_id: str,
+        decide: Callable[[Organization], tuple[Doc, list[PendingEvent]] | None],
+        *,
+        seats: bool = False,
+    ) -> Organization | None:
+        """Write `decide(record)`'s fields (a None value removes the field) with its events,
+        on the record as read, conditional on its revision (read again on a lost race); the
+        record after, or None when there is no active organization. `decide` returning None
+        changes nothing. `seats`: the seat limit changes, which moves `team.version` so that
+        an invitation decided on the old limit loses its compare-and-set and decides again.
+        409 `external_id_taken` when another organization has that external id."""
+        for attempt in range(MAX_TRIES):
+            org = await self.get_active(org_id)
+            if org is None:
+                return None
+            decided = decide(org)
+            if decided is None:
+                return org
+            fields, events = decided
+            update: Doc = {"$set": {"updated_at": utcnow()}}
+            for name, value in fields.items():
+                if value is None and name in ("external_id", "display_key"):
+                    update.setdefault("$unset", {})[name] = ""
+                else:
+                    update["$set"][name] = value
+            if seats:
+                update["$inc"] = {"team.version": 1}
+            query = {"_id": org_id, "status": ACTIVE, **revision_filter(org)}
+            try:
+                # `update_one`, then a read: nx-27017 answers a `findAndModify` that breaks a
+                # unique index with "nothing found" instead of the duplicate-key error.
+                res = await self.col.update_one(query, with_events(update, org, events))
+            except DuplicateKeyError:
+                raise ExternalIdTaken() from None
+            if res.matched_count:
+                return await self.get(org_id)
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - backoff
+        raise OperationInProgress()
 
-    async def touch(self, org_id: str) -> Organization | None:
-        """A new `updated_at`; the record, or None if not active."""
-        return await self._set(org_id, {})
-
-    async def set_admin_email(self, org_id: str, admin_id: str, email: str) -> Organization | None:
-        """Show a member's new email as the primary owner's, if that member is the primary
-        owner; the record (touched either way), or None if not active."""
-        res = await self.col.update_one(
-            {"_id": org_id, "status": ACTIVE, "admin.admin_id": admin_id},
-            {"$set": {"admin.email": email}},
-        )
-        del res
-        return await self.touch(org_id)
+    async def stage_deleted(self, org: Organization, event: PendingEvent) -> None:
+        """Before a deleted organization's record goes: its events not yet published, then its
+        `organization.deleted`, into `event_outbox` (idempotent: a second run adds nothing)."""
+        last = event.model_copy(update={"n": org.revision + 1})
+        for pending in [*sorted(org.outbox.values(), key=lambda e: e.n), last]:
+            doc = {"_id": pending.id, "organization_id": org.organization_id, "n": pending.n,
+                   "event": pending.to_doc()}  # fmt: skip
+            await insert_unique(self.outbox, doc)
 
     async def delete(self, org_id: str, *, op_id: str) -> None:
         await self.col.delete_one({"_id": org_id, "pending_op": op_id})
@@ -229,42 +267,6 @@ class OrganizationRepository:
             total -= await self._count(both)
         return total
 
-    async def set_profile(
-        self, org_id: str, fields: Doc, *, seats: bool = False
-    ) -> Organization | None:
-        """Write profile fields (a None value removes the field: sparse indexes); `seats`: the
-        seat limit changes, which moves `team.version` so that an invitation decided on the old
-        limit loses its compare-and-set and decides again. 409 `external_id_taken` when another
-        organization has that external id (the unique index decides)."""
-        update: Doc = {"$set": {"updated_at": utcnow()}}
-        for name, value in fields.items():
-            if value is None and name in ("external_id", "display_key"):
-                update.setdefault("$unset", {})[name] = ""
-            else:
-                update["$set"][name] = value
-        if seats:
-            update["$inc"] = {"team.version": 1}
-        try:
-            # `update_one`, then a read: nx-27017 answers a `findAndModify` that breaks a
-            # unique index with "nothing found" instead of the duplicate-key error.
-            res = await self.col.update_one({"_id": org_id, "status": ACTIVE}, update)
-        except DuplicateKeyError:
-            raise ExternalIdTaken() from None
-        return await self.get_active(org_id) if res.matched_count else None
-
-    async def restore(self, org_id: str) -> Organization | None:
-        """Lift a suspension; the record, or None when it was not suspended (or not active)."""
-        return _record(
-            await self.col.find_one_and_update(
-                {"_id": org_id, "status": ACTIVE, "state": {"$eq": SUSPENDED}},
-                {
-                    "$set": {"state": ACTIVE, "suspension": None, "updated_at": utcnow()},
-                    "$inc": {"team.version": 1},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
-        )
-
     async def upgrade_v2(self) -> int:
         """Give every record written before the lifecycle release its listing key and public
         state; each write is conditional on the key still missing (replicas starting at once
@@ -275,7 +277,7 @@ class OrganizationRepository:
             key = order_key(as_utc(doc["created_at"]), str(doc["_id"]))
             res = await self.col.update_one(
                 {"_id": doc["_id"], "order_key": {"$exists": False}},
-                {"$set": {"order_key": key, "state": ACTIVE, "plan": DEFAULT_PLAN}},
+                {"$set": {"order_key": key, "state": ACTIVE, "plan": DEFAULT_PLAN, "revision": 0}},
             )
             upgraded += res.modified_count
         return upgraded

@@ -11,6 +11,7 @@ from app.auth.admins import AdminRepository
 from app.auth.passwords import PasswordHasher
 from app.auth.roles import OWNER, Permission
 from app.auth.service import Principal
+from app.events.records import PendingEvent
 from app.kit.errors import (
     EmailTaken,
     Forbidden,
@@ -22,6 +23,7 @@ from app.kit.errors import (
 )
 from app.kit.events import DomainEvent
 from app.kit.store import Doc, StoreUnavailable, is_id, new_id, utcnow
+from app.organizations.events import event_actor, org_event
 from app.organizations.profile import search_key
 from app.organizations.records import (
     CREATING,
@@ -111,11 +113,11 @@ class OrganizationService:
         audited as `org.create` either way."""
         details = {"organization_name": body.organization_name}
         async with self.audit.track("org.create", actor=actor, meta=meta, details=details) as entry:
-            org = await self._create(body)
+            org = await self._create(body, actor)
             entry.organization_id = org.organization_id
         return org
 
-    async def _create(self, body: OrganizationCreate) -> Organization:
+    async def _create(self, body: OrganizationCreate, actor: Actor) -> Organization:
         slug = self.slug_of(body.organization_name)
         # Friendly early answers; the unique indexes below are the real guards.
         if await self.claims.owner(slug) is not None:
@@ -125,7 +127,11 @@ class OrganizationService:
         password_hash = await self.hasher.hash(body.password)
 
         op = CreateOp(
-            op_id=uuid.uuid4().hex, organization_id=new_id(), admin_id=new_id(), slug=slug
+            actor=event_actor(actor),
+            op_id=uuid.uuid4().hex,
+            organization_id=new_id(),
+            admin_id=new_id(),
+            slug=slug,
         )
         async with await self._start(op) as hold:
             try:
@@ -278,7 +284,7 @@ class OrganizationService:
             organization_id=caller_org.organization_id,
             details=details,
         ):
-            return await self._update(caller_org, caller.member_id, body, new_slug)
+            return await self._update(caller_org, caller.member_id, body, new_slug, actor)
 
     # ---------------------------------------------------------------- update / rename
     async def _update(
@@ -287,6 +293,7 @@ class OrganizationService:
         admin_id: str,
         body: OrganizationUpdate,
         new_slug: str | None,
+        actor: Actor,
     ) -> Organization:
         """`admin_id`: the caller's own account, whose email or password changes."""
         org_id = caller_org.organization_id
@@ -300,29 +307,34 @@ class OrganizationService:
         password_hash = await self.hasher.hash(body.password) if body.password else None
 
         org = caller_org
-        if body.organization_name is not None:
-            if renaming:
-                org = await self.rename(caller_org, body.organization_name, new_slug or "")
-            else:
-                org = _found(await self.orgs.set_name(org_id, body.organization_name))
-        if body.email is not None:
-            if not await self.admins.set_email(admin_id, body.email):
-                if renaming:  # lost an email race after renaming: put the name back
-                    await self.rename(org, caller_org.organization_name, caller_org.slug)
-                raise EmailTaken()
-            org = _found(await self.orgs.set_admin_email(org_id, admin_id, body.email))
+        if renaming:
+            org = await self.rename(caller_org, body.organization_name or "", new_slug or "", actor)
+        if body.email is not None and not await self.admins.set_email(admin_id, body.email):
+            if renaming:  # lost an email race after renaming: put the name back
+                await self.rename(org, caller_org.organization_name, caller_org.slug, actor)
+            raise EmailTaken()
         if password_hash is not None:
             await self.change_password(org_id, admin_id, password_hash)
-            org = _found(await self.orgs.touch(org_id))
-        profile = body.profile()
-        if profile:
-            org = _found(await self.orgs.set_profile(org_id, stored_profile(profile)))
+        fields = stored_profile(body.profile())
+        if body.organization_name is not None and not renaming:
+            fields["organization_name"] = body.organization_name
+
+        def decide(current: Organization) -> tuple[Doc, list[PendingEvent]]:
+            changes = dict(fields)
+            if body.email is not None and current.admin.admin_id == admin_id:
+                changes["admin.email"] = body.email  # the primary owner's, shown on the record
+            if not changes:
+                return {}, []  # only the caller's own password or email: a new updated_at
+            after = applied(current, changes)
+            return changes, [org_event("organization.updated", after, event_actor(actor))]
+
+        org = _found(await self.orgs.change(org_id, decide))
         # A rename and a password change have events of their own.
         changed = (
             ["organization_name"] if body.organization_name is not None and not renaming else []
         )
         changed += ["email"] if body.email is not None else []
-        changed += sorted(profile)
+        changed += sorted(body.profile())
         if changed:
             await self.ctx.events.emit(
                 DomainEvent("organization.updated", org_id, {"fields": changed})
@@ -344,10 +356,13 @@ class OrganizationService:
             self.ctx.fault("password.after_hash")
             await self.steps.complete_password(op, hold)
 
-    async def rename(self, org: Organization, new_name: str, new_slug: str) -> Organization:
+    async def rename(
+        self, org: Organization, new_name: str, new_slug: str, actor: Actor | None = None
+    ) -> Organization:
         """Move the organization to `new_slug`: claim it, renameCollection, switch, free the old."""
         fault, org_id = self.ctx.fault, org.organization_id
         op = RenameOp(
+            actor=event_actor(actor),
             op_id=uuid.uuid4().hex,
             organization_id=org_id,
             from_slug=org.slug,
@@ -392,7 +407,7 @@ class OrganizationService:
             "org.delete", actor=actor, meta=meta, organization_id=caller_org.organization_id,
             details={"organization_name": caller_org.organization_name},
         ) as entry:  # fmt: skip
-            await self._delete(await self.get_for(caller_org, name))
+            await self._delete(await self.get_for(caller_org, name), actor)
             entry.closes_organization = True
 
     async def delete_by_id(self, org_id: str, *, actor: Actor, meta: RequestMeta) -> None:
@@ -407,13 +422,16 @@ class OrganizationService:
             if target is None:
                 raise NotFound()
             entry.details["organization_name"] = target.organization_name
-            await self._delete(target, operator=True)
+            await self._delete(target, actor, operator=True)
             entry.closes_organization = True
 
-    async def _delete(self, target: Organization, *, operator: bool = False) -> None:
+    async def _delete(self, target: Organization, actor: Actor, *, operator: bool = False) -> None:
         """`operator`: a suspended organization may be deleted too."""
         org_id = target.organization_id
-        op = DeleteOp(op_id=uuid.uuid4().hex, organization_id=org_id, slug=target.slug)
+        op = DeleteOp(
+            actor=event_actor(actor), op_id=uuid.uuid4().hex, organization_id=org_id,
+            slug=target.slug,
+        )  # fmt: skip
         async with await self._start(op) as hold:
             locked = await self.orgs.lock(
                 org_id, op_id=op.op_id, status=DELETING, if_suspended=operator
@@ -437,6 +455,14 @@ def stored_profile(changes: dict[str, Any]) -> dict[str, Any]:
         name = changes["display_name"]
         fields["display_key"] = None if name is None else search_key(name)
     return fields
+
+
+def applied(org: Organization, fields: dict[str, Any]) -> Organization:
+    """`org` as it is after a write of `fields` (stored names; `admin.email` is nested)."""
+    plain = {k: v for k, v in fields.items() if "." not in k}
+    if "admin.email" in fields:
+        plain["admin"] = org.admin.model_copy(update={"email": fields["admin.email"]})
+    return org.model_copy(update=plain)
 
 
 def _found(org: Organization | None) -> Organization:

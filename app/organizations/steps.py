@@ -14,8 +14,11 @@ from typing import Literal
 
 from app.api_keys.repository import ApiKeyRepository
 from app.auth.admins import AdminRepository
+from app.events.records import EventActor
 from app.kit.events import DomainEvent, EventHook
+from app.kit.store import utcnow
 from app.members.invitations import InvitationRepository
+from app.organizations.events import SYSTEM, org_event
 from app.organizations.records import ACTIVE, Organization
 from app.organizations.repository import OrganizationRepository
 from app.organizations.team import TeamRepository
@@ -26,6 +29,7 @@ from app.tenancy.names import collection_for
 from app.tenancy.operations import Operation
 
 Fault = Callable[[str], None]
+MAX_TRIES = 20  # compare-and-set rounds on the record's revision
 
 
 def no_fault(_: str) -> None:
@@ -33,20 +37,31 @@ def no_fault(_: str) -> None:
 
 
 # ------------------------------------------------------------------ the kinds of operation
-class CreateOp(Operation):
+class OrgOperation(Operation):
+    """An organization operation that makes an event: who asked for it (the reconciler that
+    finishes it announces it in their name)."""
+
+    actor: EventActor | None = None
+
+    @property
+    def event_actor(self) -> EventActor:
+        return self.actor or SYSTEM
+
+
+class CreateOp(OrgOperation):
     kind: Literal["create"] = "create"
     admin_id: str
     slug: str
 
 
-class RenameOp(Operation):
+class RenameOp(OrgOperation):
     kind: Literal["rename"] = "rename"
     from_slug: str
     to_slug: str
     to_name: str
 
 
-class DeleteOp(Operation):
+class DeleteOp(OrgOperation):
     kind: Literal["delete"] = "delete"
     slug: str | None = None  # absent in intents of older releases
 
@@ -128,8 +143,17 @@ class OrganizationSteps:
     async def finish_create(
         self, op: CreateOp, hold: Hold, fault: Fault = no_fault
     ) -> Organization:
-        """Roll a committed create forward: activate the record; returns it."""
-        await self.orgs.activate(op.organization_id, op_id=op.op_id)
+        """Roll a committed create forward: activate the record, with its
+        `organization.created` event (in that write: a second run finds it active and writes
+        nothing); returns it."""
+        for _ in range(MAX_TRIES):
+            made = await self.orgs.get(op.organization_id)
+            if made is None or made.pending_op != op.op_id:
+                break  # activated already (by whoever held this operation before), or gone
+            active = made.model_copy(update={"status": ACTIVE, "pending_op": None})
+            event = org_event("organization.created", active, op.event_actor)
+            if await self.orgs.activate(made, op_id=op.op_id, event=event):
+                break
         org = await self.orgs.get_active(op.organization_id)
         if org is None:
             raise OperationLost()  # after the commit point only if the store was edited by hand
@@ -155,15 +179,27 @@ class OrganizationSteps:
         await self.tenants.rename(org.collection_name, new_collection)
         fault("rename.after_collection")
         await hold.check()
-        switched = await self.orgs.finish_rename(
-            org.organization_id,
-            op_id=op.op_id,
-            name=op.to_name,
-            slug=op.to_slug,
-            collection=new_collection,
-        )
-        if not switched:
-            raise OperationLost()  # the new holder switched it (or is about to)
+        fields = {
+            "organization_name": op.to_name,
+            "slug": op.to_slug,
+            "collection_name": new_collection,
+            "updated_at": utcnow(),
+        }
+        for _ in range(MAX_TRIES):
+            # Read again: a team change since the lock moved the revision (and member_count).
+            current = await self.orgs.get(org.organization_id)
+            if current is None or current.pending_op != op.op_id:
+                raise OperationLost()  # the new holder switched it (or is about to)
+            after = current.model_copy(update={**fields, "pending_op": None})
+            event = org_event(
+                "organization.renamed", after, op.event_actor,
+                extra={"previous_slug": op.from_slug,
+                       "previous_collection_name": org.collection_name},
+            )  # fmt: skip
+            if await self.orgs.finish_rename(current, op_id=op.op_id, fields=fields, event=event):
+                break
+        else:
+            raise OperationLost()
         fault("rename.after_record")
         await self.claims.release(op.from_slug, org_id=org.organization_id)
         await hold.finish()
@@ -183,11 +219,27 @@ class OrganizationSteps:
         await self.api_keys.revoke_of_org(org.organization_id)
         fault("delete.after_admins")
         await hold.check()
+        await self._stage_deleted(op)
         await self.orgs.delete(org.organization_id, op_id=op.op_id)
         fault("delete.after_record")
         await self.claims.release_all(org.organization_id)
         await hold.finish()
         await self.events.emit(_deleted(op))
+
+    async def _stage_deleted(self, op: DeleteOp) -> None:
+        """The `organization.deleted` event (the object as it was) and the organization's
+        events not yet published, out of the record before it goes (`event_outbox`). Its id
+        comes from the operation's, so a second run stages the same event, never a second."""
+        current = await self.orgs.get(op.organization_id)
+        if current is None:
+            return  # the record went after a first run staged them
+        event = org_event(
+            "organization.deleted",
+            current.model_copy(update={"status": ACTIVE}),
+            op.event_actor,
+            event_id=f"evt_{op.op_id[:24]}",
+        )
+        await self.orgs.stage_deleted(current, event)
 
     async def complete_password(self, op: PasswordOp, hold: Hold) -> None:
         """Roll a committed password change forward: revoke every token issued before it.

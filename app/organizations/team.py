@@ -17,7 +17,9 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
+from app.events.records import PendingEvent
 from app.kit.store import Collection, Database, Doc, utcnow
+from app.organizations.events import revision_filter, with_events
 from app.organizations.records import (
     ACTIVE,
     SUSPENDED,
@@ -64,7 +66,10 @@ def _nest(doc: Doc) -> Doc:
 # What authentication reads of the record: every field but the team, and of the team only its
 # version, count and owners (plus the caller's own entry: `_auth_projection`). Built once.
 _RECORD_FIELDS: Doc = {
-    **dict.fromkeys(set(Organization.model_fields) - {"organization_id", "team"}, 1),
+    **dict.fromkeys(
+        set(Organization.model_fields) - {"organization_id", "team", "outbox", "outbox_since_ms"},
+        1,
+    ),
     "team.version": 1,
     "team.count": 1,
     "team.owners": 1,
@@ -106,6 +111,7 @@ class TeamRepository:
         team: Team,
         *,
         admin: tuple[str, str] | None = None,
+        events: list[PendingEvent] | None = None,
     ) -> bool:
         """Write `team` (and the primary owner's summary, when it changes) if the team is still
         the one `org` was read with; False when another change came first (read again)."""
@@ -115,10 +121,14 @@ class TeamRepository:
         }
         if admin is not None:
             fields["admin.admin_id"], fields["admin.email"] = admin
-        res = await self.col.update_one(
-            {"_id": org.organization_id, "status": ACTIVE, "team.version": org.team.version},
-            {"$set": fields},
-        )
+        query: Doc = {
+            "_id": org.organization_id,
+            "status": ACTIVE,
+            "team.version": org.team.version,
+        }
+        if events:
+            query.update(revision_filter(org))
+        res = await self.col.update_one(query, with_events({"$set": fields}, org, events or []))
         return res.modified_count == 1
 
     async def bump_token_version(self, org_id: str, member_id: str) -> bool:
@@ -131,7 +141,9 @@ class TeamRepository:
         )
         return res.matched_count == 1
 
-    async def suspend(self, org: Organization, suspension: Suspension) -> Organization | None:
+    async def suspend(
+        self, org: Organization, suspension: Suspension, event: PendingEvent
+    ) -> Organization | None:
         """Suspend the organization and end every token and session of every member issued so
         far, in one write: a new token version for each member of the team `org` was read
         with, conditional on that team still being current (so a member who joins meanwhile
@@ -147,15 +159,20 @@ class TeamRepository:
                     "pending_op": None,
                     "state": {"$ne": SUSPENDED},
                     "team.version": org.team.version,
+                    **revision_filter(org),
                 },
-                {
-                    "$set": {
-                        "state": SUSPENDED,
-                        "suspension": suspension.model_dump(),
-                        "updated_at": utcnow(),
+                with_events(
+                    {
+                        "$set": {
+                            "state": SUSPENDED,
+                            "suspension": suspension.model_dump(),
+                            "updated_at": utcnow(),
+                        },
+                        "$inc": {**bumps, "team.version": 1},
                     },
-                    "$inc": {**bumps, "team.version": 1},
-                },
+                    org,
+                    [event],
+                ),
                 return_document=ReturnDocument.AFTER,
             )
         )
