@@ -98,6 +98,26 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
     ("post", "/org/api-keys"): ([BEARER], {"201", "400", "401", "403", "413", "422", "503"}),
     ("get", "/org/api-keys"): ([BEARER], {"200", "401", "403", "422", "503"}),
     ("delete", "/org/api-keys/{key_id}"): ([BEARER], {"204", "401", "403", "404", "422", "503"}),
+    ("post", "/webhooks"): ([KEY], {"201", "400", "401", "403", "413", "422", "503"}),
+    ("get", "/webhooks"): ([KEY], {"200", "401", "403", "422", "503"}),
+    ("get", "/webhooks/{webhook_id}"): ([KEY], {"200", "401", "403", "404", "422", "503"}),
+    ("patch", "/webhooks/{webhook_id}"): (
+        [KEY],
+        {"200", "400", "401", "403", "404", "413", "422", "503"},
+    ),
+    ("delete", "/webhooks/{webhook_id}"): ([KEY], {"204", "401", "403", "404", "422", "503"}),
+    ("post", "/webhooks/{webhook_id}/rotate-secret"): (
+        [KEY],
+        {"200", "401", "403", "404", "422", "503"},
+    ),
+    ("get", "/webhooks/{webhook_id}/deliveries"): (
+        [KEY],
+        {"200", "401", "403", "404", "422", "503"},
+    ),
+    ("post", "/webhooks/{webhook_id}/replay"): (
+        [KEY],
+        {"202", "400", "401", "403", "404", "413", "422", "503"},
+    ),
     ("get", "/health"): (None, {"200"}),
     ("get", "/ready"): (None, {"200", "503"}),
     ("get", "/.well-known/jwks.json"): (None, {"200"}),

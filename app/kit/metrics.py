@@ -55,6 +55,31 @@ class Metrics:
             registry=r,
         )
 
+        # Webhooks (app/webhooks/worker.py): the backlog and how attempts end.
+        self.webhook_attempts = Counter(
+            "orgsvc_webhook_attempts_total",
+            "Webhook delivery attempts by outcome: delivered, failed_status (a non-2xx answer, "
+            "a redirect included), timeout, refused (the SSRF guard), error (connection, TLS).",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "orgsvc_webhook_pending_deliveries",
+            "Webhook deliveries not yet delivered nor failed (refreshed by the worker's passes).",
+            registry=r,
+        )
+        self.webhook_lag = Gauge(
+            "orgsvc_webhook_delivery_lag_seconds",
+            "Age of the oldest pending webhook delivery (0: none pending).",
+            registry=r,
+        )
+        self.webhook_delivery_seconds = Histogram(
+            "orgsvc_webhook_delivery_seconds",
+            "From an event's occurred_at to its delivery (2xx) to one endpoint.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+            registry=r,
+        )
+
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
         self.requests.labels(*labels).inc()
@@ -65,3 +90,6 @@ class Metrics:
 
     def observe_db_error(self, exc: BaseException) -> None:
         self.db_errors.labels(type(exc).__name__).inc()
+
+    def observe_webhook_attempt(self, outcome: str) -> None:
+        self.webhook_attempts.labels(outcome).inc()

@@ -143,6 +143,37 @@ class Settings(BaseSettings):
     # that died between storing and sending them); a new mail is sent at once, not on the poll.
     mail_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    # --- webhooks (app/webhooks/; contract section 5) -----------------------------------------
+    # One attempt (connect, send, answer) is cut off after WEBHOOK_TIMEOUT_SECONDS; a non-2xx
+    # answer (a redirect too), a timeout or a refused address is retried, the first time after
+    # WEBHOOK_RETRY_BASE_SECONDS, then twice as long each time (jittered, at most an hour apart),
+    # until WEBHOOK_RETRY_HOURS after the delivery was queued; then it is `failed`.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+    # An endpoint whose every attempt has failed for this long (no 2xx in between) is disabled,
+    # with a `webhook.disabled` audit entry: three days, so a weekend outage of a receiver
+    # survives its 24-hour retry window being exhausted once, but a dead URL stops costing us.
+    webhook_disable_after_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    # Deliver to loopback, private, link-local and metadata addresses too (development and tests
+    # only; refused in production).
+    webhook_allow_private_networks: bool = False
+    # How often each process looks for due deliveries and new events (a publish kicks it at
+    # once; retries due on this process wake it by themselves).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # Attempts in flight per process, in all, and per endpoint: a slow receiver holds at most
+    # its own share.
+    webhook_max_concurrency: int = Field(default=64, ge=1, le=10_000)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=1000)
+    # After a rotation the previous secret also signs for this long (the contract's 24 h).
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    # Finished deliveries (delivered or failed) are kept this long for GET .../deliveries.
+    webhook_delivery_retention_days: float = Field(default=30.0, gt=0, le=3650)
+    # Keys that encrypt endpoint secrets at rest (comma-separated `kid:secret`, at least 32
+    # bytes each; the first encrypts, all decrypt). Empty: a key derived from the JWT signing
+    # key (app/webhooks/secrets.py).
+    webhook_secret_keys: SecretStr = SecretStr("")
+
     @field_validator("mongodb_url", mode="before")
     @classmethod
     def _blank_url_is_unset(cls, value: object) -> object:
@@ -222,6 +253,18 @@ class Settings(BaseSettings):
             problems.append("MAIL_FROM is not an address (`Name <user@domain>` or `user@domain`)")
         if problems:
             raise ValueError("mail settings: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _check_webhook_settings(self) -> Settings:
+        if self.environment == "production" and self.webhook_allow_private_networks:
+            raise ValueError(
+                "refusing to start in production: WEBHOOK_ALLOW_PRIVATE_NETWORKS is for "
+                "development and tests"
+            )
+        for _, key in parse_entries(self.webhook_secret_keys.get_secret_value()):
+            if len(key.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"a WEBHOOK_SECRET_KEYS entry is shorter than {MIN_SECRET_BYTES}")
         return self
 
     @property
