@@ -98,6 +98,7 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
     ("post", "/org/api-keys"): ([BEARER], {"201", "400", "401", "403", "413", "422", "503"}),
     ("get", "/org/api-keys"): ([BEARER], {"200", "401", "403", "422", "503"}),
     ("delete", "/org/api-keys/{key_id}"): ([BEARER], {"204", "401", "403", "404", "422", "503"}),
+    ("get", "/events"): ([KEY], {"200", "401", "403", "404", "422", "503"}),
     ("post", "/webhooks"): ([KEY], {"201", "400", "401", "403", "413", "422", "503"}),
     ("get", "/webhooks"): ([KEY], {"200", "401", "403", "422", "503"}),
     ("get", "/webhooks/{webhook_id}"): ([KEY], {"200", "401", "403", "404", "422", "503"}),

@@ -69,4 +69,8 @@ def with_events(update: Doc, org: Organization, events: list[PendingEvent]) -> D
 
 
 def revision_filter(org: Organization) -> Doc:
+    """The condition "the record is still at the revision `org` was read at" (a record that
+    was never given one, written by an older release, reads as revision 0)."""
+    if org.revision == 0:
+        return {"revision": {"$in": [0, None]}}
     return {"revision": org.revision}

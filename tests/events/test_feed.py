@@ -96,4 +96,3 @@ async def test_every_change_is_one_event_in_order(real_api: Api) -> None:
     text = json.dumps(events)
     assert PASSWORD not in text and made.json()["key"] not in text
     assert "hash" not in text and "token" not in text.replace("token_version", "")
-
