@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from app.kit.db import EmbeddedMongo
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
+from tests.support.events import of_org, settled_events
 from tests.support.processes import PROCS_DB as DB
 from tests.support.processes import ServiceProcess
 from tests.support.processes import procs_service_env as service_env
@@ -98,13 +99,20 @@ async def test_crash_during_create(
             again = await http.post(
                 healed.url + "/org/create", json=org_body("Phoenix", "ph@x.com")
             )
+        events = await settled_events(nx_client[DB])
         if point == "create.after_activate":
             # Every write had landed: the create is complete, so the name is taken.
             assert [o["slug"] for o in orgs] == ["phoenix"]
             assert again.status_code == 409
+            # ... and its event exists, once (it was written with the activation).
+            assert [e["type"] for e in events] == ["organization.created"]
+            assert events[0]["organization_id"] == orgs[0]["_id"]
         else:
             assert orgs == []
             assert again.status_code == 201, again.text
+            # The undone create left no event; the new one has its own.
+            assert [e["type"] for e in events] == ["organization.created"]
+            assert events[0]["organization_id"] == again.json()["organization_id"]
         await assert_consistent(nx_client[DB])
     finally:
         healed.stop()
@@ -137,6 +145,9 @@ async def test_crash_during_rename_loses_no_document(
         tenant = db[org["collection_name"]]
         assert await tenant.count_documents({}) == TENANT_DOCS
         assert any(v["key"] == [("n", 1)] for v in (await tenant.index_information()).values())
+        # The event exists if and only if the rename happened, once.
+        renames = of_org(await settled_events(db), org["_id"]).count("organization.renamed")
+        assert renames == (0 if expected == "big_tenant" else 1)
         # The name that is no longer used is free again; the token still works.
         free = "Huge Tenant" if expected == "big_tenant" else "Big Tenant"
         async with httpx.AsyncClient(timeout=30) as http:
@@ -180,6 +191,11 @@ async def test_crash_during_delete(
         await wait_reconciled(nx_client)
         orgs = await assert_consistent(db)
         assert [o["slug"] for o in orgs] == ["bystander"]
+        # The delete happened: its event exists, once, after the organization's others.
+        assert of_org(await settled_events(db), goner_id) == [
+            "organization.created",
+            "organization.deleted",
+        ]
         # The reconciler that finished the delete also started the audit retention clock.
         entries = await db.audit_log.find({"organization_id": goner_id}).to_list(length=None)
         assert entries and all(e.get("expires_ms") for e in entries), entries
