@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 from pymongo import ReturnDocument
 
-from app.events.records import PendingEvent
+from app.events.records import PendingEvent, StoredEvent
 from app.events.store import COUNTER_ID
-from app.kit.store import Collection, Database, Doc, StoreError, epoch_ms, insert_unique
+from app.kit.store import Collection, Database, StoreError, epoch_ms, insert_unique
 
 log = logging.getLogger("orgsvc.events")
 
@@ -201,9 +201,7 @@ class EventPublisher:
                 key=lambda e: e.n,
             )
             if not pending:
-                await self.orgs.update_one(
-                    {"_id": org_id, "outbox": {}}, {"$unset": {"outbox_since_ms": ""}}
-                )
+                await self._clear_marker(org_id)
                 continue
             await self._take(batch, pending, _Source(org_id, in_record=True), now)
         staged = await self.outbox.find({}).sort([("organization_id", 1), ("n", 1)]).to_list(BATCH)
@@ -261,9 +259,7 @@ class EventPublisher:
         written = 0
         for offset, event in enumerate(batch.events):
             seq = start + offset
-            doc: Doc = {"_id": seq, "seq": seq, **event.to_doc()}
-            doc.pop("requires", None)
-            doc.pop("n", None)
+            doc = StoredEvent(seq=seq, **event.model_dump(exclude={"n", "requires"})).to_doc()
             if await insert_unique(self.events, doc):
                 written += 1
                 continue
@@ -277,6 +273,18 @@ class EventPublisher:
             observe(end)
         return written
 
+    async def _clear_marker(self, org_id: str) -> None:
+        """Unmark a record whose outbox is empty, unless an event came meanwhile: conditional
+        on the revision read with the empty outbox (every event moves it). (Not on
+        `outbox: {}`: nx-27017 matches an empty-object equality with any object.)"""
+        doc = await self.orgs.find_one({"_id": org_id}, {"outbox": 1, "revision": 1})
+        if doc is None or doc.get("outbox"):
+            return
+        await self.orgs.update_one(
+            {"_id": org_id, "revision": doc.get("revision", 0)},
+            {"$unset": {"outbox_since_ms": ""}},
+        )
+
     async def _remove(self, events: list[PendingEvent], sources: list[_Source]) -> None:
         in_record: dict[str, list[str]] = {}
         staged: list[str] = []
@@ -289,8 +297,6 @@ class EventPublisher:
             await self.orgs.update_one(
                 {"_id": org_id}, {"$unset": {f"outbox.{event_id}": "" for event_id in ids}}
             )
-            await self.orgs.update_one(
-                {"_id": org_id, "outbox": {}}, {"$unset": {"outbox_since_ms": ""}}
-            )
+            await self._clear_marker(org_id)
         if staged:
             await self.outbox.delete_many({"_id": {"$in": staged}})

@@ -107,12 +107,17 @@ class StoredEvent(Record):
     """A published event: `seq` is its position in the global order (the document's `_id`)."""
 
     seq: int = Field(validation_alias=AliasChoices("_id", "seq"))
-    id: str
+    id: str = Field(validation_alias=AliasChoices("event_id", "id"))  # stored as `event_id`
     type: str
     organization_id: str
     occurred_at: EventTime
     actor: EventActor
     data: dict[str, Any]
+
+    def to_doc(self) -> Doc:
+        """As stored in `events`: `_id` and `seq` the position, `event_id` the id."""
+        doc = self.model_dump(mode="python", exclude={"id"})
+        return {"_id": self.seq, **doc, "event_id": self.id}
 
     def public(self) -> dict[str, Any]:
         """The contract's event JSON: `{id, type, occurred_at, organization_id, actor, data}`

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.deps import State, require_scope
@@ -22,6 +22,10 @@ from app.kit.responses import errors
 router = APIRouter(tags=["events"])
 
 EVENT_ID_PATTERN = r"^evt_[0-9a-f]{24}$"
+# `types`: a comma-separated list of EVENT_TYPES (blanks around an item ignored), at least one;
+# a rule JSON Schema keywords cannot state, so the schema names it with a format.
+EVENT_TYPES_FORMAT = "event-types"
+MAX_TYPES_CHARS = 2000
 
 
 class EventActorRead(BaseModel):
@@ -85,13 +89,27 @@ async def list_events(
     key: Annotated[KeyPrincipal, Depends(require_scope("events:read"))],
     after: Annotated[
         str | None,
-        Query(pattern=EVENT_ID_PATTERN, description="An event id: the page starts after it."),
+        Query(
+            pattern=EVENT_ID_PATTERN,
+            description="A published event's id: the page starts after it (an id the feed "
+            "does not have is a 422).",
+        ),
     ] = None,
     types: Annotated[
         str | None,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_TYPES_CHARS,
+                "format": EVENT_TYPES_FORMAT,
+            }
+        ),
         Query(
-            max_length=2000,
-            description=f"Comma-separated event types, of: {', '.join(EVENT_TYPES)}.",
+            min_length=1,
+            max_length=MAX_TYPES_CHARS,
+            description="Comma-separated event types (at least one), of: "
+            f"{', '.join(EVENT_TYPES)}.",
         ),
     ] = None,
     organization_id: Annotated[

@@ -26,7 +26,9 @@ class EventStore:
         self.outbox: Collection = db["event_outbox"]
 
     async def ensure_indexes(self) -> None:
-        await self.events.create_index("id", unique=True, sparse=True)  # tombstones have none
+        # `event_id`, not `id`: nx-27017 silently makes no index on a field named `id` (its
+        # SQLite tables use that name); tombstones have none (sparse).
+        await self.events.create_index("event_id", unique=True, sparse=True)
         await self.events.create_index("seq")
         await self.events.create_index([("organization_id", 1), ("seq", 1)])
         await self.events.create_index([("type", 1), ("seq", 1)])
@@ -39,7 +41,7 @@ class EventStore:
 
     async def seq_of(self, event_id: str) -> int | None:
         """The position of a published event, by its id."""
-        doc = await self.events.find_one({"id": event_id}, {"seq": 1})
+        doc = await self.events.find_one({"event_id": event_id}, {"seq": 1})
         return None if doc is None else int(doc["seq"])
 
     async def page(
@@ -62,7 +64,7 @@ class EventStore:
         if types:
             query["type"] = {"$in": list(types)}
         else:
-            query["id"] = {"$gt": ""}  # not a tombstone
+            query["event_id"] = {"$gt": ""}  # not a tombstone
         cursor = self.events.find(query).sort("seq", 1).limit(limit)
         docs: list[dict[str, Any]] = await cursor.to_list(length=limit)
         return [StoredEvent.model_validate(doc) for doc in docs if not doc.get("tombstone")]

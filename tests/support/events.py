@@ -6,8 +6,13 @@ No pytest in here.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
+
+from app.api_keys.repository import ApiKey, ApiKeyRepository
+from app.api_keys.service import hash_key
+from app.kit.store import epoch_ms
 
 
 async def settled_events(db: Any, *, timeout: float = 20.0) -> list[dict[str, Any]]:
@@ -27,9 +32,24 @@ async def settled_events(db: Any, *, timeout: float = 20.0) -> list[dict[str, An
     docs = (
         await db.events.find({"seq": {"$lte": counter["published"]}}).sort("seq", 1).to_list(None)
     )
-    return [d for d in docs if not d.get("tombstone")]
+    return [{**d, "id": d["event_id"]} for d in docs if not d.get("tombstone")]
 
 
 def of_org(events: list[dict[str, Any]], org_id: str) -> list[str]:
     """The types of one organization's events, in order."""
     return [e["type"] for e in events if e["organization_id"] == org_id]
+
+
+async def service_key(db: Any, *scopes: str) -> dict[str, str]:
+    """A service API key with `scopes`, stored as the CLI stores one; its header."""
+    key_id = secrets.token_hex(6)
+    key = f"osk_{key_id}_{secrets.token_urlsafe(32)}"
+    record = ApiKey(
+        key_id=key_id,
+        name="ops",
+        prefix=f"osk_{key_id}",
+        scopes=sorted(scopes),
+        created_ms=epoch_ms(),
+    )
+    await ApiKeyRepository(db).insert(record, key_hash=hash_key(key))
+    return {"X-API-Key": key}

@@ -35,7 +35,7 @@ async def publish(
             actor=EventActor(type="system"),
             data=data if data is not None else {"n": top + n},
         )
-        await db["events"].insert_one({"_id": event.seq, **event.model_dump(mode="python")})
+        await db["events"].insert_one(event.to_doc())
         made.append(event)
     top += count
     await db["event_counters"].update_one(
