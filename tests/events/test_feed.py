@@ -96,3 +96,57 @@ async def test_every_change_is_one_event_in_order(real_api: Api) -> None:
     text = json.dumps(events)
     assert PASSWORD not in text and made.json()["key"] not in text
     assert "hash" not in text and "token" not in text.replace("token_version", "")
+
+
+async def test_filters_and_an_organizations_own_key(real_api: Api) -> None:
+    http, app = real_api
+    service = {"X-API-Key": await new_key(app, "events:read")}
+    mine, token = await create_and_login(http, "Feed Mine")
+    other, other_token = await create_and_login(http, "Feed Other")
+    await http.put("/org/update", json={"display_name": "Mine"}, headers=bearer(token))
+    await http.put("/org/update", json={"display_name": "Other"}, headers=bearer(other_token))
+    everything = await feed(http, service)
+    assert [e["type"] for e in everything] == [
+        "organization.created",
+        "organization.created",
+        "organization.updated",
+        "organization.updated",
+    ]
+    # types, organization_id and after
+    only = await feed(http, service, types="organization.updated")
+    assert [e["organization_id"] for e in only] == [
+        mine["organization_id"],
+        other["organization_id"],
+    ]
+    theirs = await feed(http, service, organization_id=other["organization_id"])
+    assert {e["organization_id"] for e in theirs} == {other["organization_id"]}
+    res = await http.get("/events", params={"after": everything[1]["id"]}, headers=service)
+    assert [e["id"] for e in res.json()["items"]] == [e["id"] for e in everything[2:]]
+    for bad in (
+        {"after": "evt_ffffffffffffffffffffffff"},  # well-formed, unknown
+        {"after": "nope"},
+        {"types": "organization.exploded"},
+        {"limit": 0},
+    ):
+        res = await http.get("/events", params=bad, headers=service)
+        assert (res.status_code, res.json()["code"]) == (422, "validation_error"), bad
+    # An organization's own key with events:read sees its organization's events only.
+    made = await http.post(
+        "/org/api-keys", json={"name": "feed", "scopes": ["events:read"]}, headers=bearer(token)
+    )
+    own = {"X-API-Key": made.json()["key"]}
+    seen = await feed(http, own)
+    assert {e["organization_id"] for e in seen} == {mine["organization_id"]}
+    assert [e["type"] for e in seen] == [
+        "organization.created",
+        "organization.updated",
+        "api_key.created",
+    ]
+    res = await http.get(
+        "/events", params={"organization_id": other["organization_id"]}, headers=own
+    )
+    assert (res.status_code, res.json()["code"]) == (404, "not_found")
+    # A key without the scope: 403; none: 401.
+    reader = {"X-API-Key": await new_key(app, "org:read")}
+    assert (await http.get("/events", headers=reader)).status_code == 403
+    assert (await http.get("/events")).status_code == 401
