@@ -15,32 +15,31 @@ class Figure:
     name: str
     value: float | None
     op: str  # "<=" or ">="
-    target: float
+    target: float | None  # None: no target (the figure is reported, not judged)
     measured: str
     details: Doc = field(default_factory=dict)
+    unit: str = ""  # after the value and the target, e.g. " MiB"
 
     @property
     def met(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or self.target is None:
             return None
         return self.value <= self.target if self.op == "<=" else self.value >= self.target
 
     def row(self) -> str:
-        value = "n/a" if self.value is None else f"{self.value:.2f}"
-        unit = " MiB" if self.num == "6" else ""
+        value = "n/a" if self.value is None else f"{self.value:.2f}{self.unit}"
         met = {True: "yes", False: "**NO**", None: "n/a"}[self.met]
         op = "≤" if self.op == "<=" else "≥"
-        return (
-            f"| {self.num} | {self.name} | {self.measured} | {value}{unit} "
-            f"| {op} {self.target:g}{unit} | {met} |"
-        )
+        target = "none" if self.target is None else f"{op} {self.target:g}{self.unit}"
+        return f"| {self.num} | {self.name} | {self.measured} | {value} | {target} | {met} |"
 
     def as_dict(self) -> Doc:
         return {
             "figure": self.num,
             "name": self.name,
             "value": None if self.value is None else round(self.value, 4),
-            "target": f"{self.op} {self.target:g}",
+            "unit": self.unit.strip(),
+            "target": None if self.target is None else f"{self.op} {self.target:g}",
             "met": self.met,
             "measured": self.measured,
             "details": self.details,

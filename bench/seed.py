@@ -58,6 +58,15 @@ def account(ctx: Context, name: str, tag: str) -> Doc:
     return {"name": name, "email": email, "org": org, "token": login(ctx.stack, email)}
 
 
+def service_key(ctx: Context, name: str, scopes: str) -> str:
+    """A service API key of `scopes` (comma-separated) from `python -m app.cli api-key create`."""
+    made = ctx.stack.cli(
+        ctx.stack.mongo_url, "api-key", "create", "--name", name, "--scopes", scopes
+    )
+    key: str = json.loads(made.splitlines()[0])["key"]
+    return key
+
+
 def login_bodies(ctx: Context) -> tuple[str, ...]:
     """One login body per account, correct passwords (figures 2 and 3)."""
     return tuple(json.dumps({"email": acc["email"], "password": PASSWORD}) for acc in ctx.accounts)

@@ -1,5 +1,5 @@
 """One run, in the documented order: figure 1, figure 5, figure 3, figure 2, creates, figure 4,
-figure 7, then figure 6 over all of it (or the parts `--only` names)."""
+figure 7, figure 9, figure 10, then figure 6 over all of it (or the parts `--only` names)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from bench.figures import (
     f5_org_count,
     f6_rss,
     f7_listing,
+    f9_event_lag,
+    f10_webhooks,
 )
 from bench.machine import machine_info, measure_bcrypt, usable_cores
 from bench.procs import CpuClock
@@ -24,12 +26,12 @@ from bench.record import Results
 from bench.seed import account
 from bench.stack import Stack
 
-PARTS = ("1", "2", "3", "4", "5", "6", "7", "create")
+PARTS = ("1", "2", "3", "4", "5", "6", "7", "9", "10", "create")
 
 
 def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
     want = set(PARTS) if args.only is None else args.only | ({"5"} if "3" in args.only else set())
-    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7"}))
+    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7", "9", "10"}))
     if "1" in want:
         f1_cpu.measure(ctx)
     if "5" in want:
@@ -44,16 +46,20 @@ def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
         f4_rename.measure(ctx)
     if "7" in want:
         f7_listing.measure(ctx)
+    if "9" in want:
+        f9_event_lag.measure(ctx)
+    if "10" in want:
+        f10_webhooks.measure(ctx)
     noise = ctx.whole.stop()
     res.extra["noise"] = {k: round(v, 3) for k, v in noise.items()}
     if "6" in want:
         f6_rss.measure(ctx)
-    res.figures.sort(key=lambda f: f.num)
+    res.figures.sort(key=lambda f: (len(f.num), f.num))  # 1, 2, ..., 9, 10
 
 
 def prepare(args: argparse.Namespace, stack: Stack, res: Results, *, accounts: bool) -> Context:
     """Time bcrypt here, start the store and the service, make the ten accounts (if `accounts`:
-    figures 6 and 7 need none)."""
+    figures 6, 7, 9 and 10 need none)."""
     res.extra["machine"] = machine_info()
     whole = CpuClock([])
     say(f"measuring bcrypt at cost {args.bcrypt_rounds} in this process ...")

@@ -39,6 +39,7 @@ class Stack:
         self.http: httpx.Client | None = None
         self.mongo: MongoClient[Doc] | None = None
         self.mongo_url = ""
+        self.url = ""  # the main service's
         self.db_name = "org_service"
         self.jwt_secret = "bench-jwt-secret-" + secrets.token_hex(12)  # 41 characters
 
@@ -87,6 +88,7 @@ class Stack:
         self.sampler = RssSampler(self.service.pid)
         self.sampler.start()
         self.http = httpx.Client(base_url=url, timeout=120.0, trust_env=False)
+        self.url = url
         return url
 
     def service_env(self, mongo_url: str) -> dict[str, str]:
@@ -100,6 +102,9 @@ class Stack:
             JWT_EXPIRES_MINUTES="600",
             ENVIRONMENT="development",
             LOG_LEVEL="info",
+            # Figure 10 registers a webhook receiver on 127.0.0.1: the SSRF guard refuses
+            # loopback addresses unless told otherwise (allowed only outside production).
+            WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
         if self.args.hash_pool_size:
             env["HASH_POOL_SIZE"] = str(self.args.hash_pool_size)

@@ -21,5 +21,6 @@ def measure(ctx: Context) -> None:
             f"VmHWM {(sampler.hwm_kib or 0) / 1024:.1f} MiB, sampled max "
             f"{sampler.peak_kib / 1024:.1f} MiB ({sampler.samples} samples)",
             {"vm_hwm_kib": sampler.hwm_kib, "sampled_peak_kib": sampler.peak_kib},
+            unit=" MiB",
         )
     )
