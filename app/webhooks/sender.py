@@ -96,8 +96,14 @@ async def _post(
     headers: dict[str, str],
     started: float,
 ) -> Attempt:
-    extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
+    https = target.url.scheme == "https"
+    extensions = {"sni_hostname": target.host} if https else {}
     sent = {**headers, "Host": target.url.netloc, "Content-Type": "application/json"}
+    if https:
+        # The pool keys connections by address, not by host name: a kept-alive TLS connection
+        # made (and its certificate checked) for one host must never carry another host's
+        # request to the same address. One connection per https attempt.
+        sent["Connection"] = "close"
     last: Exception | None = None
     for address in target.addresses:  # the next checked address if one does not connect
         request = client.build_request(
