@@ -5,7 +5,8 @@ resolve it again: a DNS rebinding window). The URL's host stays in the `Host` he
 https, in the TLS SNI and certificate check (httpcore's `sni_hostname` extension), so virtual
 hosts and certificates work as with the name. Redirects are never followed (a 3xx is a failed
 attempt); proxies from the environment are ignored (they would resolve the name themselves).
-The whole attempt is bounded by WEBHOOK_TIMEOUT_SECONDS, the body of the answer is not read.
+The whole attempt is bounded by WEBHOOK_TIMEOUT_SECONDS; the answer's body is read (up to
+64 KiB, then cut) and dropped, so a plain-http connection can be reused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ DELIVERED, FAILED_STATUS, TIMEOUT, REFUSED, ERROR = (
 OUTCOMES = (DELIVERED, FAILED_STATUS, TIMEOUT, REFUSED, ERROR)
 USER_AGENT = "orgsvc-webhooks/1"
 MAX_ERROR_CHARS = 300
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +116,14 @@ async def _post(
         except httpx.ConnectError as exc:
             last = exc
             continue
-        await response.aclose()  # the answer's body is not ours to read
+        # The answer's body is not ours to keep; reading a short one (within the attempt's
+        # timeout) lets the connection be reused, a long one is cut off.
+        seen = 0
+        async for chunk in response.aiter_raw():
+            seen += len(chunk)
+            if seen > MAX_ANSWER_BYTES:
+                break
+        await response.aclose()
         elapsed = time.monotonic() - started
         code = response.status_code
         if 200 <= code < 300:
