@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from pydantic import WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.deps import Meta, State, require_scope
@@ -49,13 +50,32 @@ WebhookId = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
-Cursor = Annotated[
+# The cursors' rules (what a base64url text must decode to) are not JSON Schema keywords: the
+# schema names each with a format.
+WEBHOOK_CURSOR_FORMAT = "webhook-cursor"
+DELIVERY_CURSOR_FORMAT = "delivery-cursor"
+WebhookCursor = Annotated[
     str | None,
+    WithJsonSchema(
+        {"type": "string", "minLength": 2, "maxLength": 64, "format": WEBHOOK_CURSOR_FORMAT}
+    ),
     Query(
-        min_length=1,
-        max_length=200,
-        description="`next_cursor` of the previous page, passed back unchanged; anything else "
-        "is a 422.",
+        min_length=2,
+        max_length=64,
+        description="`next_cursor` of the previous page, passed back unchanged (the base64url "
+        "of the last endpoint's 24-hex-digit id). Anything else is a 422.",
+    ),
+]
+DeliveryCursor = Annotated[
+    str | None,
+    WithJsonSchema(
+        {"type": "string", "minLength": 2, "maxLength": 64, "format": DELIVERY_CURSOR_FORMAT}
+    ),
+    Query(
+        min_length=2,
+        max_length=64,
+        description="`next_cursor` of the previous page, passed back unchanged (the base64url "
+        "of `<position>.<generation>` of the last delivery). Anything else is a 422.",
     ),
 ]
 
@@ -82,7 +102,7 @@ async def create_webhook(
 
 @router.get("", response_model=WebhookPage, responses=_errors(401, 403, 422, 503))
 async def list_webhooks(
-    state: State, _key: Manager, limit: Limit = 20, cursor: Cursor = None
+    state: State, _key: Manager, limit: Limit = 20, cursor: WebhookCursor = None
 ) -> WebhookPage:
     """Every endpoint, oldest first, in pages (no secrets)."""
     found, next_cursor = await state.webhooks.page(limit=limit, cursor=cursor)
@@ -153,7 +173,7 @@ async def list_deliveries(
         Query(alias="status", description="Only deliveries in this status (default: any)."),
     ] = None,
     limit: Limit = 20,
-    cursor: Cursor = None,
+    cursor: DeliveryCursor = None,
 ) -> DeliveryPage:
     """The endpoint's delivery history, newest event first (kept 30 days after it ends)."""
     found, next_cursor = await state.webhooks.deliveries(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.events.records import EVENT_TYPES
 from app.kit.fields import StrictModel, UtcTime
@@ -36,6 +37,9 @@ def _unique(types: list[str]) -> list[str]:
     return list(dict.fromkeys(types))
 
 
+# A URL the SSRF guard (`app.webhooks.guard`) accepts: a rule JSON Schema keywords cannot state
+# (it depends on what the host resolves to), so the schema names it with a format.
+URL_FORMAT = "webhook-url"
 Url = Annotated[
     str,
     Field(
@@ -47,7 +51,10 @@ Url = Annotated[
             "to must be public (not loopback, private, link-local, metadata, ...), now and at "
             "every delivery; otherwise 422."
         ),
-        examples=["https://hooks.example.com/orgsvc"],
+        # A literal public address: a host name must resolve (to public addresses only), and
+        # an example's name would not.
+        examples=["https://93.184.215.14/orgsvc"],
+        json_schema_extra={"format": URL_FORMAT},
     ),
 ]
 Types = Annotated[
@@ -66,14 +73,22 @@ class WebhookCreate(StrictModel):
     description: Description = ""
 
 
-class WebhookPatch(StrictModel):
-    """Any of the endpoint's fields; `enabled: true` resumes it from the feed's current end
-    (events published while it was disabled are not sent: replay them)."""
+_PATCH_FIELDS = ("url", "types", "description", "enabled")
 
-    url: Url | None = None
-    types: Types | None = None
-    description: Description | None = None
-    enabled: bool | None = None
+
+class WebhookPatch(StrictModel):
+    """Any of the endpoint's fields, at least one, none null; `enabled: true` resumes it from
+    the feed's current end (events published while it was disabled are not sent: replay them)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": [name]} for name in _PATCH_FIELDS]}
+    )
+
+    # Never null (a 422 below): the schema does not offer null.
+    url: Url | SkipJsonSchema[None] = None
+    types: Types | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    enabled: StrictBool | SkipJsonSchema[None] = None  # `0` or `"false"` is a 422, not false
 
     @model_validator(mode="after")
     def _something(self) -> WebhookPatch:

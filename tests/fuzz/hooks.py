@@ -2,10 +2,14 @@
 
 Authenticated endpoints are fuzzed with real credentials: a bearer token for a fresh
 organization (made again whenever a fuzzed logout, password change or delete revokes the
-current one: schemathesis refetches on a 401), and the service API key for `/org/list` and the
-operator API (`/orgs`). Most valid operator calls name a real organization, and every other
-valid key revocation a live key of the caller's organization, read from the fuzz database, so
-their success paths are fuzzed and not only their 404s.
+current one: schemathesis refetches on a 401), and the service API key for `/org/list`, the
+operator API (`/orgs`), the event feed (`/events`) and the webhooks API (`/webhooks`). Most
+valid operator calls name a real organization, and every other valid key revocation a live key
+of the caller's organization, read from the fuzz database, so their success paths are fuzzed
+and not only their 404s. Likewise every valid `after` (of the feed and of a replay) is a
+published event's id read from the fuzz database (any other id is rightly a 422), and two
+valid webhook calls in three name a registered endpoint (read from the database, or registered
+when there is none).
 
 The schema names each rule JSON Schema keywords cannot state with a `format` (see
 `app.organizations.schemas`); here each format gets a generator for that rule, so the
@@ -13,6 +17,11 @@ positive-data checks hold the service to it. The length keywords beside a format
 own: a generator also draws values just outside them (schemathesis drops those where it wants
 valid data, and asks the format for one value past each bound when it wants invalid data), and
 draws the bounds themselves, which a plain `text()` would almost never hit.
+
+Webhook URLs (`webhook-url`) are http(s) URLs of a literal public address: the SSRF guard runs
+as in production and resolves a host name, which needs DNS (a name that does not resolve is
+rightly a 422); an address needs none. `tests/fuzz/run.py` keeps deliveries to them from leaving
+the machine.
 
 `metadata` is an object with a format (`org-metadata`); schemathesis applies format generators
 to strings only, so its generator here replaces the metadata of valid bodies through the case
@@ -22,6 +31,7 @@ hooks instead (`flatmap_case` in the phases Hypothesis drives, `map_case` in the
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import os
 import re
@@ -42,6 +52,8 @@ from app.api_keys.router import KEY_ID_CURSOR_FORMAT
 from app.audit.service import AUDIT_CURSOR_FORMAT
 from app.auth.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
 from app.auth.schemas import PASSWORD_FORMAT
+from app.events.records import EVENT_TYPES
+from app.events.router import EVENT_TYPES_FORMAT, MAX_TYPES_CHARS
 from app.kit.fields import EMAIL_FORMAT, Email
 from app.members.router import CURSOR_FORMAT as ID_CURSOR_FORMAT
 from app.organizations.operator import ORDER_CURSOR_FORMAT
@@ -53,6 +65,9 @@ from app.organizations.profile import (
 )
 from app.organizations.schemas import NAME_FORMAT, SLUG_CURSOR_FORMAT
 from app.tenancy.names import MAX_NAME_CHARS, InvalidName, validate_name
+from app.webhooks.guard import UnsafeUrl, parse, refusal
+from app.webhooks.router import DELIVERY_CURSOR_FORMAT, WEBHOOK_CURSOR_FORMAT
+from app.webhooks.schemas import URL_FORMAT
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "http://127.0.0.1:8000")
 API_KEY = os.environ.get("FUZZ_API_KEY", "")
@@ -186,6 +201,75 @@ schemathesis.openapi.format(
     st.one_of(
         st.text("0123456789abcdef", min_size=24, max_size=24).map(lambda s: _b64url(s.encode())),
         st.sampled_from(["A", "A" * 65]),  # past the length keywords
+    ),
+)
+schemathesis.openapi.format(
+    WEBHOOK_CURSOR_FORMAT,
+    st.one_of(
+        st.text("0123456789abcdef", min_size=24, max_size=24).map(lambda s: _b64url(s.encode())),
+        st.sampled_from(["A", "A" * 65]),  # past the length keywords
+    ),
+)
+schemathesis.openapi.format(
+    DELIVERY_CURSOR_FORMAT,
+    st.one_of(
+        st.builds(
+            lambda seq, generation: _b64url(f"{seq}.{generation}".encode()),
+            st.one_of(st.integers(min_value=0, max_value=10**18 - 1), st.sampled_from([0, 1])),
+            st.one_of(st.integers(min_value=0, max_value=10**9 - 1), st.sampled_from([0, 1])),
+        ),
+        st.sampled_from(["A", "A" * 65]),  # past the length keywords
+    ),
+)
+
+
+def _types_of(size: int) -> str:
+    """A `types` value of exactly `size` characters: one type, padded with blanks (ignored)."""
+    return "member.joined".ljust(size)
+
+
+schemathesis.openapi.format(
+    EVENT_TYPES_FORMAT,
+    st.one_of(
+        st.lists(st.sampled_from(EVENT_TYPES), min_size=1, max_size=len(EVENT_TYPES) + 2).map(
+            ",".join
+        ),
+        # Blanks around items and empty items are ignored (at least one type remains).
+        st.lists(
+            st.tuples(st.sampled_from(["", " "]), st.sampled_from(EVENT_TYPES), st.just(" ")),
+            min_size=1,
+            max_size=4,
+        ).map(lambda items: ",,".join("".join(item) for item in items)),
+        # The length bounds: no type (past the minimum), and the maximum give or take one.
+        st.sampled_from(["", *map(_types_of, range(MAX_TYPES_CHARS - 1, MAX_TYPES_CHARS + 2))]),
+    ),
+)
+
+# `webhook-url`: an http(s) URL whose host is a literal public address (the guard passes it
+# without DNS), with a port or not, and any path, query and fragment without whitespace or NUL
+# (the pattern's rule); also the length bounds, and one past each.
+_PUBLIC_HOSTS = ["93.184.215.14", "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]"]
+assert all(refusal(ipaddress.ip_address(h.strip("[]"))) is None for h in _PUBLIC_HOSTS)
+_url_char = st.characters(exclude_categories=["Cs", "Cc", "Z"])
+_url_start = st.builds(
+    "{}://{}{}".format,
+    st.sampled_from(["https", "http", "HTTPS", "Https"]),
+    st.sampled_from(_PUBLIC_HOSTS),
+    st.sampled_from(["", ":443", ":8443", ":1", ":65535"]),
+)
+
+
+def _url_of(start: str, size: int) -> str:
+    """A URL of exactly `size` characters (`start` then a path of `a`s)."""
+    return (start + "/" + "a" * size)[:size]
+
+
+schemathesis.openapi.format(
+    URL_FORMAT,
+    st.one_of(
+        st.builds("{}/{}".format, _url_start, st.text(_url_char, max_size=40)),
+        st.builds(_url_of, _url_start, st.sampled_from([2047, 2048, 2049])),
+        st.just("http://"),  # past the minimum length (7 characters)
     ),
 )
 schemathesis.openapi.format(
@@ -417,16 +501,65 @@ def _live_key_id(token: str) -> str | None:
     return str(made.json()["key_id"]) if made.status_code == 201 else None
 
 
+def _event_id() -> str | None:
+    """A published event's id (never a tombstone: it has none), of the newest 200, so a page
+    after it is sometimes full and sometimes short or empty. The id is stored as `event_id`
+    (`id` by earlier releases)."""
+    query = {"tombstone": {"$ne": True}}
+    docs = _db().events.find(query, {"event_id": 1, "id": 1}).sort("_id", -1).limit(200)
+    found = sorted(str(doc.get("event_id") or doc["id"]) for doc in docs)
+    return found[next(_picks) % len(found)] if found else None
+
+
+def _webhook_id() -> str | None:
+    """A registered webhook endpoint (registered now when there is none: a fuzzed delete may
+    have removed the last)."""
+    found = _ids(_db().webhooks.find({}, {"_id": 1}))
+    if found:
+        return found[next(_picks) % len(found)]
+    body = {"url": f"https://{_PUBLIC_HOSTS[0]}/fuzz", "types": list(EVENT_TYPES)}
+    with httpx.Client(base_url=BASE_URL, timeout=30) as http:
+        made = http.post("/webhooks", json=body, headers={"X-API-Key": API_KEY})
+    return str(made.json()["webhook_id"]) if made.status_code == 201 else None
+
+
+def _real_events_query(query: dict[str, Any]) -> dict[str, Any]:
+    """A valid `GET /events` query with a published event as `after` (when it has one), and
+    every other `organization_id` a real organization's."""
+    if "after" in query:
+        after = _event_id()
+        query = {**query, "after": after} if after else {k: query[k] for k in query if k != "after"}
+    if "organization_id" in query and next(_real_ids) % 2:
+        found = _ids(_db().organizations.find({}, {"_id": 1}))
+        if found:
+            query = {**query, "organization_id": found[next(_picks) % len(found)]}
+    return query
+
+
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Every valid accept and every valid open of the accept page, in every phase, carries a
     live invitation's token (a random one is a 410, rightly), so the 201/200 paths are fuzzed;
     likewise every valid reset (a fresh reset token each: it works once) and every valid open
     of the reset page. Two valid operator calls in three name a real organization, and every
-    other valid key revocation a live key of the caller's organization (random ids: 404s)."""
+    other valid key revocation a live key of the caller's organization (random ids: 404s).
+    Every valid `after` of the feed and of a replay is a published event's id, and two valid
+    webhook calls in three name a registered endpoint."""
     if not _is_positive(case):
         return
     path = case.operation.path
+    if path == "/events":
+        case.query = _real_events_query(dict(case.query or {}))
+        return
+    if path.startswith("/webhooks/{webhook_id}"):
+        if next(_real_ids) % 3:
+            webhook_id = _webhook_id()
+            if webhook_id is not None:
+                case.path_parameters = {**(case.path_parameters or {}), "webhook_id": webhook_id}
+        after = _event_id() if path.endswith("/replay") else None
+        if after is not None and isinstance(case.body, dict):
+            case.body = {**case.body, "after": after}
+        return
     if path.startswith("/orgs/{organization_id}") and next(_real_ids) % 3:
         found = _real_organization_id(path)
         if found is not None:
@@ -455,12 +588,28 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
         case.body = {**case.body, "token": _invitation_token()}
 
 
+def _url_rule(url: str) -> bool:
+    """An http(s) URL the SSRF guard passes without DNS: its host a public address."""
+    try:
+        host = parse(url).hostname or ""
+        return refusal(ipaddress.ip_address(host)) is None
+    except (UnsafeUrl, ValueError):
+        return False
+
+
 def map_case(ctx: Any, case: Any) -> Any:
     """Every other valid login draw uses a real account, so the 200 path is fuzzed too. A valid
     body's `metadata` that breaks the metadata rule (the coverage phase's, which no `format`
-    generator reaches) becomes one of the rule's bounds instead."""
+    generator reaches) becomes one of the rule's bounds instead; likewise a valid webhook
+    `url` that breaks the `webhook-url` rule (the coverage phase draws it from the pattern)
+    becomes a URL of a public address of the same length (within the length keywords)."""
     if _is_positive(case) and _has_metadata(case) and not _metadata_rule(case.body["metadata"]):
         case.body = {**case.body, "metadata": next(_bounds)}
+    url = case.body.get("url") if isinstance(case.body, dict) else None
+    on_webhooks = case.operation.path.startswith("/webhooks")
+    if _is_positive(case) and on_webhooks and isinstance(url, str) and not _url_rule(url):
+        start = f"https://{_PUBLIC_HOSTS[0]}"
+        case.body = {**case.body, "url": _url_of(start, max(len(url), len(start) + 1))}
     if case.operation.path != "/admin/login" or not _is_positive(case) or next(_logins) % 2:
         return case
     if not _login_account:
@@ -496,7 +645,8 @@ class FreshAdmin:
         turn = next(_turns)
         case.headers = case.headers or {}
         path = case.operation.path
-        operator = path == "/orgs" or path.startswith("/orgs/")
+        # The operator API, the event feed and the webhooks API take the service key only.
+        operator = path in ("/orgs", "/events") or path.startswith(("/orgs/", "/webhooks"))
         if operator or path == "/org/list" or (path == "/org/get" and turn % 3 == 0):
             case.headers["X-API-Key"] = API_KEY
         else:
