@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 from collections.abc import Callable
@@ -189,11 +190,12 @@ class EventPublisher:
         return True
 
     async def _gather(self) -> _Batch:
+        """Each organization's publishable events (a lane, in its own order), merged into one
+        batch by the time they happened (an organization's lane keeps its order)."""
         batch = _Batch()
         now = epoch_ms()
-        cursor = self.orgs.find(
-            {"outbox_since_ms": {"$gt": 0}}, {"outbox": 1, "pending_op": 1, "status": 1}
-        ).limit(100)
+        lanes: list[list[tuple[PendingEvent, _Source]]] = []
+        cursor = self.orgs.find({"outbox_since_ms": {"$gt": 0}}, {"outbox": 1}).limit(100)
         async for doc in cursor:
             org_id = str(doc["_id"])
             pending = sorted(
@@ -203,7 +205,7 @@ class EventPublisher:
             if not pending:
                 await self._clear_marker(org_id)
                 continue
-            await self._take(batch, pending, _Source(org_id, in_record=True), now)
+            lanes.append(await self._lane(batch, pending, _Source(org_id, in_record=True), now))
         staged = await self.outbox.find({}).sort([("organization_id", 1), ("n", 1)]).to_list(BATCH)
         by_org: dict[str, list[PendingEvent]] = {}
         for doc in staged:
@@ -211,16 +213,27 @@ class EventPublisher:
                 PendingEvent.model_validate(doc["event"])
             )
         for org_id, pending in by_org.items():
-            # A record still there (its delete is finishing) publishes its own outbox first;
-            # the staged copies then follow in the same order (duplicates are skipped).
-            await self._take(batch, pending, _Source(org_id, in_record=False), now)
+            # A record still there (its delete is finishing) has its own lane too: the staged
+            # copies are the same events (a copy published second becomes a tombstone), and
+            # `organization.deleted` is the last of them in time.
+            lanes.append(await self._lane(batch, pending, _Source(org_id, in_record=False), now))
+        heads = [(lane[0][0].occurred_at, i, 0) for i, lane in enumerate(lanes) if lane]
+        heapq.heapify(heads)
+        while heads and len(batch.events) < BATCH:
+            _, i, j = heapq.heappop(heads)
+            event, source = lanes[i][j]
+            batch.events.append(event)
+            batch.sources.append(source)
+            if j + 1 < len(lanes[i]):
+                heapq.heappush(heads, (lanes[i][j + 1][0].occurred_at, i, j + 1))
         return batch
 
-    async def _take(
+    async def _lane(
         self, batch: _Batch, pending: list[PendingEvent], source: _Source, now: int
-    ) -> None:
-        """Add an organization's pending events, in order, up to the first one whose change
-        is not there yet (the rest wait with it)."""
+    ) -> list[tuple[PendingEvent, _Source]]:
+        """An organization's pending events, in order, up to the first one whose change is
+        not there yet (the rest wait with it); the expired ones of those go to `dropped`."""
+        lane: list[tuple[PendingEvent, _Source]] = []
         for event in pending:
             need = event.requires
             if need is not None:
@@ -231,11 +244,9 @@ class EventPublisher:
                     if now - int(event.occurred_at.timestamp() * 1000) > REQUIREMENT_GRACE_MS:
                         batch.dropped.append((event, source))
                         continue
-                    return  # its change may still come: this organization waits
-            batch.events.append(event)
-            batch.sources.append(source)
-            if len(batch.events) >= BATCH:
-                return
+                    break  # its change may still come: this organization waits
+            lane.append((event, source))
+        return lane
 
     async def _publish(self, batch: _Batch) -> int:
         count = len(batch.events)
