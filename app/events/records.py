@@ -8,7 +8,7 @@ position in the one global order and moves it to `events`, where `_id` is that p
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from bson import ObjectId
 from pydantic import AliasChoices, Field, PlainSerializer
@@ -20,7 +20,7 @@ from app.kit.store import Doc, Record, StoredTime, utcnow
 EventTime = Annotated[StoredTime, PlainSerializer(utc_text, return_type=str, when_used="json")]
 
 # The contract's catalogue (section 5).
-EVENT_TYPES = (
+EventType = Literal[
     "organization.created",
     "organization.updated",
     "organization.renamed",
@@ -36,7 +36,8 @@ EVENT_TYPES = (
     "invitation.revoked",
     "api_key.created",
     "api_key.revoked",
-)
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 
 def new_event_id() -> str:

@@ -8,29 +8,10 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from app.events.records import EVENT_TYPES
+from app.events.records import EVENT_TYPES, EventType
 from app.kit.fields import StrictModel, UtcTime
 from app.kit.pagination import Page
 from app.webhooks.repository import DeliveryRecord, WebhookRecord
-
-EventType = Literal[
-    "organization.created",
-    "organization.updated",
-    "organization.renamed",
-    "organization.suspended",
-    "organization.restored",
-    "organization.deleted",
-    "organization.moving",
-    "organization.moved",
-    "member.invited",
-    "member.joined",
-    "member.role_changed",
-    "member.removed",
-    "invitation.revoked",
-    "api_key.created",
-    "api_key.revoked",
-]
-assert set(EventType.__args__) == set(EVENT_TYPES)  # type: ignore[attr-defined]
 
 
 def _unique(types: list[str]) -> list[str]:
