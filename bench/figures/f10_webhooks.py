@@ -1,6 +1,6 @@
 """Figure 10: webhook delivery throughput to a local receiver.
 
-A receiver (`bench/receiver.py`: asyncio, keep-alive, answers 200 at once) listens on a free
+A receiver (`tests/support/receiver.py`, kept alive, answering 200 at once) listens on a free
 127.0.0.1 port. `ORGS` organizations are created through the API, then the receiver is
 registered (`POST /webhooks`, types `organization.updated`, with a service key of scopes
 `org:write,events:read,webhooks:manage`; the main service runs with
@@ -25,13 +25,14 @@ from datetime import datetime
 
 import httpx
 
-from bench.common import FOREIGN_WARN_CORES, PASSWORD, Doc, say
+from bench.common import PASSWORD, Doc, say
 from bench.context import Context
+from bench.figures.common import feed_tail, note_problems
 from bench.load import percentile
 from bench.procs import CpuClock
-from bench.receiver import Receiver, verify
 from bench.record import Figure
 from bench.seed import service_key
+from tests.support.receiver import Receiver, verify
 
 ORGS = 8  # organizations, and clients making the changes (one organization each)
 SETTLE_S = 30.0
@@ -52,7 +53,7 @@ class Run:
 def measure(ctx: Context) -> None:
     scopes = "org:write,events:read,webhooks:manage"
     headers = {"X-API-Key": service_key(ctx, "bench-f10", scopes)}
-    receiver = Receiver()
+    receiver = Receiver(keep_alive=True)
     run = asyncio.run(_run(ctx, headers, receiver))
     ctx.res.figures.append(figure(ctx, run, receiver, run.cpu))
 
@@ -70,7 +71,7 @@ async def _run(ctx: Context, headers: dict[str, str], receiver: Receiver) -> Run
             run.secret = hook["secret"]
             clock = CpuClock(ctx.watch)
             try:
-                after = await _tail(http, headers)
+                after = await feed_tail(http, headers, TYPE)
                 await _changes(ctx, http, headers, orgs, run)
                 await _expected(http, headers, after, run, ctx.args.webhook_events)
                 deadline = time.monotonic() + SETTLE_S
@@ -111,19 +112,6 @@ async def _register(http: httpx.AsyncClient, headers: dict[str, str], url: str) 
         raise RuntimeError(f"figure 10: POST /webhooks: {resp.status_code} {resp.text[:300]}")
     hook: Doc = resp.json()
     return hook
-
-
-async def _tail(http: httpx.AsyncClient, headers: dict[str, str]) -> str | None:
-    """The id of the feed's last `organization.updated` (None: none yet)."""
-    after: str | None = None
-    while True:
-        params = {"types": TYPE, "limit": "100", **({"after": after} if after else {})}
-        resp = await http.get("/events", params=params, headers=headers)
-        resp.raise_for_status()
-        body: Doc = resp.json()
-        if body["next_cursor"] is None:
-            return after
-        after = body["next_cursor"]
 
 
 async def _changes(
@@ -178,10 +166,10 @@ def figure(ctx: Context, run: Run, receiver: Receiver, cpu: dict[str, float]) ->
     stray = sum(n for eid, n in counts.items() if eid not in want)
     first_at: dict[str, float] = {}
     for arrival in arrivals:
-        first_at.setdefault(arrival.event_id, arrival.at)
+        first_at.setdefault(arrival.event_id, arrival.wall)
     lags = sorted(first_at[e] - run.occurred[e] for e in want if e in first_at)
     verified = verify(arrivals, run.secret)
-    span = arrivals[-1].at - arrivals[0].at if len(arrivals) > 1 else 0.0
+    span = arrivals[-1].wall - arrivals[0].wall if len(arrivals) > 1 else 0.0
     rate = (len(arrivals) - 1) / span if span > 0 else None
     change_rate = ctx.args.webhook_events / run.changes_s if run.changes_s else None
     p50 = percentile(lags, 50) * 1000 if lags else None
@@ -200,13 +188,7 @@ def figure(ctx: Context, run: Run, receiver: Receiver, cpu: dict[str, float]) ->
         problems.append(f"{stray} deliveries of events not made by this figure")
     if run.change_failures:
         problems.append(f"{len(run.change_failures)} changes failed: {run.change_failures[0]}")
-    for problem in problems:
-        ctx.res.notes.append(f"figure 10: {problem}")
-    if cpu["foreign_cores"] > FOREIGN_WARN_CORES or cpu["steal_cores"] > FOREIGN_WARN_CORES:
-        ctx.res.notes.append(
-            f"figure 10: other work on the machine used {cpu['foreign_cores']:.2f} cores and "
-            f"the hypervisor stole {cpu['steal_cores']:.2f}"
-        )
+    note_problems(ctx, "10", problems, cpu)
     checks = (
         f"all {len(want)} arrived, {duplicates} duplicates, {verified}/{len(arrivals)} "
         "signatures verified"

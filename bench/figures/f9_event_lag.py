@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.common import FOREIGN_WARN_CORES, PASSWORD, Doc, say
+from bench.common import PASSWORD, Doc, say
 from bench.context import Context
+from bench.figures.common import feed_tail, note_problems
 from bench.load import percentile
 from bench.procs import CpuClock
 from bench.record import Figure
@@ -58,26 +59,13 @@ def measure(ctx: Context) -> None:
     ctx.res.figures.append(figure(ctx, run, cpu))
 
 
-async def _tail(http: httpx.AsyncClient, headers: dict[str, str]) -> str | None:
-    """The id of the feed's last `organization.created` (None: there is none yet)."""
-    after: str | None = None
-    while True:
-        params = {"types": TYPE, "limit": str(PAGE), **({"after": after} if after else {})}
-        resp = await http.get("/events", params=params, headers=headers)
-        resp.raise_for_status()
-        body: Doc = resp.json()
-        if body["next_cursor"] is None:
-            return after
-        after = body["next_cursor"]
-
-
 async def _run(ctx: Context, headers: dict[str, str]) -> Run:
     a, run = ctx.args, Run()
     limits = httpx.Limits(max_connections=a.login_connections + 2)
     async with httpx.AsyncClient(
         base_url=ctx.stack.url, timeout=60.0, trust_env=False, limits=limits
     ) as http:
-        after = await _tail(http, headers)
+        after = await feed_tail(http, headers, TYPE, PAGE)
         load_done = asyncio.Event()
         consumer = asyncio.create_task(_consume(http, headers, after, run, load_done))
         started = time.monotonic()
@@ -172,13 +160,7 @@ def figure(ctx: Context, run: Run, cpu: dict[str, float]) -> Figure:
         problems.append(f"{len(run.failed)} creates not 201 (first: {run.failed[0]})")
     if run.poll_errors:
         problems.append(f"{len(run.poll_errors)} feed polls failed (first: {run.poll_errors[0]})")
-    for problem in problems:
-        ctx.res.notes.append(f"figure 9: {problem}")
-    if cpu["foreign_cores"] > FOREIGN_WARN_CORES or cpu["steal_cores"] > FOREIGN_WARN_CORES:
-        ctx.res.notes.append(
-            f"figure 9: other work on the machine used {cpu['foreign_cores']:.2f} cores and the "
-            f"hypervisor stole {cpu['steal_cores']:.2f}"
-        )
+    note_problems(ctx, "9", problems, cpu)
     once = "every event seen exactly once" if not problems else "; ".join(problems)
     say(
         f"figure 9: {len(lags)} lags, p50 {p50 or 0:.1f} ms, p99 {p99 or 0:.1f} ms; "

@@ -26,7 +26,7 @@ from tests.support.apps import make_settings
 from tests.support.clients import bearer, create_and_login
 from tests.support.feed import publish
 from tests.support.processes import ROOT, nx_service_env
-from tests.webhooks.receiver import Receiver, always
+from tests.support.receiver import Receiver, always
 
 Api = tuple[httpx.AsyncClient, FastAPI]
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from app.kit.settings import Settings
 from app.kit.store import Database
 from tests.support.apps import make_settings, new_key
-from tests.webhooks.receiver import Receiver
+from tests.support.receiver import Receiver
 
 SHORT = {
     "webhook_allow_private_networks": True,

@@ -10,8 +10,8 @@ import pytest
 
 from tests.support.apps import new_key
 from tests.support.feed import publish
+from tests.support.receiver import Receiver
 from tests.webhooks.conftest import Hooks
-from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_delivery import wait_deliveries
 
 Receivers = Callable[..., Awaitable[tuple[Receiver, str]]]

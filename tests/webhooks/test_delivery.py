@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.support.feed import publish
+from tests.support.receiver import Receiver, always
 from tests.webhooks.conftest import Hooks
-from tests.webhooks.receiver import Receiver, always
 
 Receivers = Callable[..., Awaitable[tuple[Receiver, str]]]
 

@@ -20,7 +20,7 @@ from app.audit.service import Actor, AuditService, RequestMeta
 from app.kit.db import EmbeddedMongo
 from tests.support.feed import publish
 from tests.support.processes import PROCS_DB, ServiceProcess, procs_service_env
-from tests.webhooks.receiver import Receiver
+from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.realstore
 
