@@ -138,15 +138,22 @@ def tail(
             start = await store.published()
         org_id = None if org is None else await _organization_id(state, org)
         feed = _Feed(store, after=start, types=wanted, org=org_id)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)  # SIGINT: asyncio.run cancels us
+        main = asyncio.current_task()
+        assert main is not None
+        # SIGTERM (a supervisor's stop) ends the tail as Ctrl-C does: at once, even in the
+        # middle of a read (asyncio.run cancels us on SIGINT; here we cancel ourselves).
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
         try:
             await feed.drain()
-            while not once and not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
+            while not once:
+                await asyncio.sleep(interval)
                 await feed.drain()
+        except asyncio.CancelledError:
+            if main.cancelling():  # ours (SIGTERM): a normal way to stop
+                main.uncancel()
+                return
+            raise
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
 

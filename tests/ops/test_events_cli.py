@@ -259,7 +259,7 @@ async def test_tail_follows_until_interrupted(
     assert seen == json.loads(json.dumps(feed[at:]))  # each once, none skipped, up to the last
 
     proc.send_signal(signum)  # Ctrl-C (or a supervisor's stop): a clean exit
-    code = await asyncio.wait_for(proc.wait(), timeout=10)
+    code = await asyncio.wait_for(proc.wait(), timeout=20)
     rest, err = await proc.stdout.read(), await proc.stderr.read()
     assert code == 0, err.decode()
     assert rest == b"" and err == b""  # no traceback, no "Aborted!"
