@@ -141,21 +141,24 @@ def tail(
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         assert main is not None
-        # SIGTERM (a supervisor's stop) ends the tail as Ctrl-C does: at once, even in the
-        # middle of a read (asyncio.run cancels us on SIGINT; here we cancel ourselves).
-        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+        # Ctrl-C and SIGTERM (a supervisor's stop) end the tail at once, even in the middle of a
+        # read. Both handled here: a process started in the background by a shell inherits
+        # SIGINT ignored, and Python then never raises KeyboardInterrupt for it.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop_signal, main.cancel)
         try:
             await feed.drain()
             while not once:
                 await asyncio.sleep(interval)
                 await feed.drain()
         except asyncio.CancelledError:
-            if main.cancelling():  # ours (SIGTERM): a normal way to stop
+            if main.cancelling():  # ours (Ctrl-C, SIGTERM): a normal way to stop
                 main.uncancel()
                 return
             raise
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for stop_signal in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(stop_signal)
 
     try:
         run(go)
