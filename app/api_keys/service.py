@@ -156,13 +156,17 @@ class ApiKeyService:
         None when no active key matches."""
         key_id = key_id.removeprefix("osk_")
         if organization_id is not None:
-            live = [k for k in await self.repo.list_keys(include_revoked=False,
-                    organization_id=organization_id) if k.key_id == key_id]  # fmt: skip
-            if live:
+            found = await self.repo.get_with_hash(key_id)  # one read by id, not a listing
+            live = found[0] if found is not None else None
+            if (
+                live is not None
+                and live.organization_id == organization_id
+                and (live.status == ACTIVE)
+            ):
                 revoked = Requirement(
                     collection="api_keys", doc_id=key_id, field="status", value=REVOKED
                 )
-                await self._announce("api_key.revoked", organization_id, live[0], actor, revoked)
+                await self._announce("api_key.revoked", organization_id, live, actor, revoked)
         record = await self.repo.revoke(key_id, organization_id=organization_id)
         await self.audit.record(
             "api_key.revoke",

@@ -113,8 +113,10 @@ class LifecycleService:
     async def stats(self, org_id: str, *, within: Organization | None = None) -> OrganizationStats:
         """Members and pending invitations from the record; the tenant collection's figures
         from the database's statistics; the latest login of any member."""
-        await self.get(org_id, within=within)
-        org = await self.team.get(org_id)  # with the whole team (its invitation seats)
+        _known(org_id)
+        if within is not None and within.organization_id != org_id:
+            raise NotFound()
+        org = await self.team.get(org_id)  # one read, with the whole team (its invitation seats)
         if org is None or org.team is None:
             raise NotFound()
         now = epoch_ms()

@@ -5,36 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
 
-from app.api_keys.repository import ApiKey, ApiKeyRepository
-from app.api_keys.service import hash_key
-from app.kit.store import epoch_ms
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
+from tests.support.events import service_key
 from tests.support.processes import PROCS_DB as DB
 from tests.support.processes import ServiceProcess
 
 Pair = tuple[ServiceProcess, ServiceProcess]
-
-
-async def operator_key(client: AsyncMongoClient[Any]) -> dict[str, str]:
-    """A service key with every operator scope, stored as the CLI stores one."""
-    key_id = secrets.token_hex(6)
-    key = f"osk_{key_id}_{secrets.token_urlsafe(32)}"
-    record = ApiKey(
-        key_id=key_id,
-        name="ops",
-        prefix=f"osk_{key_id}",
-        scopes=["org:list", "org:read", "org:write"],
-        created_ms=epoch_ms(),
-    )
-    await ApiKeyRepository(client[DB]).insert(record, key_hash=hash_key(key))
-    return {"X-API-Key": key}
 
 
 async def create(http: httpx.AsyncClient, url: str, name: str, email: str) -> dict[str, Any]:
@@ -52,7 +34,7 @@ async def test_suspension_on_one_replica_is_seen_by_the_other(
     replicas: Pair, nx_client: AsyncMongoClient[Any]
 ) -> None:
     a, b = replicas
-    key = await operator_key(nx_client)
+    key = await service_key(nx_client[DB], "org:list", "org:read", "org:write")
     async with httpx.AsyncClient(timeout=30) as http:
         org = await create(http, a.url, "Across", "admin@across.example.com")
         tokens = (await login(http, b.url, "admin@across.example.com")).json()
@@ -107,7 +89,7 @@ async def test_suspend_races_rename_and_delete(
     """Suspension against a member's rename and a member's delete, started together on the
     two replicas: each pair ends in one of its clean outcomes, never half-applied."""
     a, b = replicas
-    key = await operator_key(nx_client)
+    key = await service_key(nx_client[DB], "org:list", "org:read", "org:write")
     outcomes: dict[str, set[tuple[int, int]]] = {"rename": set(), "delete": set()}
     async with httpx.AsyncClient(timeout=30) as http:
         for i in range(8):
@@ -164,8 +146,8 @@ async def test_suspend_races_rename_and_delete(
             await assert_consistent(nx_client[DB])
     # Which side wins varies from run to run (seen: suspend first, rename first, delete
     # first, the suspension between the delete's authentication and its lock); every
-    # outcome above is one of the clean ones.
-    assert set(outcomes) == {"rename", "delete"}
+    # outcome above is one of the clean ones, checked round by round.
+    print("outcomes (suspend, change):", outcomes)
 
 
 async def test_pages_stay_exact_while_organizations_come_and_go(
@@ -175,7 +157,7 @@ async def test_pages_stay_exact_while_organizations_come_and_go(
     organizations: no organization appears twice, none that existed throughout is skipped,
     and every page is in creation order."""
     a, b = replicas
-    key = await operator_key(nx_client)
+    key = await service_key(nx_client[DB], "org:list", "org:read", "org:write")
     async with httpx.AsyncClient(timeout=30) as http:
         stable: list[str] = []
         doomed: list[str] = []

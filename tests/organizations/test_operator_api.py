@@ -12,18 +12,18 @@ import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from app.kit.errors import OrganizationSuspended
 from app.organizations.records import keys_after, keys_before
 from app.organizations.repository import OrgFilter, list_queries
+from tests.support.apps import new_key
 from tests.support.clients import PASSWORD, bearer, create_and_login
 from tests.support.consistency import assert_consistent
-from tests.support.teams import add_member, invite
+from tests.support.teams import add_member, invitation_token, invite
 
 Api = tuple[httpx.AsyncClient, FastAPI]
 
 
 async def operator_key(app: FastAPI, *scopes: str) -> dict[str, str]:
-    from tests.support.apps import new_key
-
     return {"X-API-Key": await new_key(app, *(scopes or ("org:read", "org:list", "org:write")))}
 
 
@@ -306,9 +306,7 @@ async def test_suspended_organization_blocks_joins_and_renames(real_api: Api) ->
     http, app = real_api
     org, token = await create_and_login(http, "Frozen")
     res = await invite(http, token, "late@frozen.example.com")
-    secret = await __import__("tests.support.teams", fromlist=["x"]).invitation_token(
-        app, res.json()["invitation_id"]
-    )
+    secret = await invitation_token(app, res.json()["invitation_id"])
     key = await operator_key(app)
     await http.post(f"/orgs/{org['organization_id']}/suspend", headers=key)
     res = await http.post("/invitations/accept", json={"token": secret, "password": PASSWORD})
@@ -319,8 +317,6 @@ async def test_suspended_organization_blocks_joins_and_renames(real_api: Api) ->
     )
     # a rename that got past authentication just before the suspension cannot lock the record
     record = await app.state.svc.repos.orgs.get(org["organization_id"])
-    from app.kit.errors import OrganizationSuspended
-
     with pytest.raises(OrganizationSuspended):
         await app.state.svc.orgs.rename(record, "Thawed", "thawed")
     await http.post(f"/orgs/{org['organization_id']}/restore", headers=key)
