@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             fixed = await state.reconciler.run_once()
             if fixed:
                 log.info("start-up reconcile: %s", dict(fixed))
+            state.auth_cache.start()
             state.reconciler.start()
             state.mail.start()
             state.webhooks.start()
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         finally:
             # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
+            await state.auth_cache.stop()
             await state.mail.stop()
             await state.publisher.stop()
             await state.webhooks.stop()

@@ -17,6 +17,7 @@ from app.audit.repository import AuditRepository
 from app.audit.service import AuditService
 from app.auth.admins import AdminRepository
 from app.auth.attempts import LoginAttemptRepository
+from app.auth.cache import AuthCache
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter
 from app.auth.revocations import RevocationRepository
@@ -30,6 +31,7 @@ from app.kit.keys import KeyRing
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
 from app.kit.store import Database
+from app.kit.watch import LocalWrites
 from app.mail.backends import mailer_from_settings
 from app.mail.outbox import OutboxRepository
 from app.mail.worker import MailPolicy, MailWorker
@@ -142,6 +144,7 @@ class AppState:
     lifecycle: LifecycleService
     webhooks: Webhooks
     publisher: EventPublisher
+    auth_cache: AuthCache
 
     async def prepare(self) -> None:
         """Start-up, before serving: indexes, what the store can do, and the upgrade of records
@@ -246,6 +249,15 @@ def build_state(
         audit=audit_log,
         settings=settings,
     )
+    auth_cache = AuthCache(
+        repos.team.col,
+        repos.revocations.col,
+        enabled=settings.auth_cache,
+        max_entries=settings.auth_cache_max_entries,
+        max_lag_ms=settings.auth_cache_max_lag_ms,
+        local=LocalWrites.of(client),
+        metrics=metrics,
+    )
     auth = AuthService(
         team=repos.team,
         sessions=sessions,
@@ -256,6 +268,7 @@ def build_state(
         limiter=LoginLimiter(repos.login_attempts, settings),
         audit=audit_log,
         events=events,
+        cache=auth_cache,
     )
     publisher = EventPublisher(client[settings.mongodb_db], owner=ctx.owner)
     return AppState(
@@ -299,6 +312,7 @@ def build_state(
             mail_queued=mail.kick,
         ),
         publisher=publisher,
+        auth_cache=auth_cache,
         webhooks=Webhooks(
             settings=settings,
             db=client[settings.mongodb_db],

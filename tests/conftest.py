@@ -21,6 +21,7 @@ from pymongo import AsyncMongoClient
 
 from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
+from app.kit.watch import LocalWrites
 from tests.support.apps import app_client, make_settings
 from tests.support.processes import ServiceProcess, procs_service_env, stop_process
 from tests.support.stores import empty_store, start_nx
@@ -64,7 +65,11 @@ async def nx_client(nx_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient[
     nx-27017 in file mode keeps every logical database in one file, so names alone do not
     isolate tests: every collection is dropped before the test.
     """
-    client: AsyncMongoClient[Any] = AsyncMongoClient(nx_server.url, tz_aware=True)
+    # With the listener `make_client` installs, so the authentication cache serves (and sees
+    # this client's writes, the test's own included, at once), as in a service process.
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        nx_server.url, tz_aware=True, event_listeners=[LocalWrites()]
+    )
     await empty_store(client)
     yield client
     await client.close()

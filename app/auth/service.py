@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from app.audit.service import ANONYMOUS, FAILURE, Actor, AuditService, RequestMeta
 from app.auth.admins import AdminRepository
+from app.auth.cache import AuthCache
 from app.auth.passwords import PasswordHasher
 from app.auth.rate_limit import LoginLimiter, RateLimited
 from app.auth.revocations import RevocationRepository
@@ -81,8 +82,10 @@ class AuthService:
         limiter: LoginLimiter | None = None,
         audit: AuditService | None = None,
         events: EventHook | None = None,
+        cache: AuthCache | None = None,
     ) -> None:
         self.team = team
+        self.cache = cache
         self.sessions = sessions
         self.admins = admins
         self.revocations = revocations
@@ -195,7 +198,7 @@ class AuthService:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
-        org = await self.team.for_member(claims.organization_id, claims.admin_id)
+        org = await self._member(claims.organization_id, claims.admin_id)
         entry = None if org is None else entry_of(org, claims.admin_id)
         if org is not None and entry is not None and org.suspended:
             # Before the token version: suspending moved every member's (so that no token of
@@ -208,14 +211,25 @@ class AuthService:
             # The denylist is read only while the record says an entry may exist: most
             # members never log a token out, and their requests cost one read.
             or (
-                epoch_ms() < entry.denylist_until_ms
-                and await self.revocations.any_revoked(_denylist_keys(claims))
+                epoch_ms() < entry.denylist_until_ms and await self._revoked(_denylist_keys(claims))
             )
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
         if claims.session_id is not None:
             await self.sessions.used(claims.session_id)
         return Principal(claims=claims, organization=org, role=entry.role)
+
+    async def _member(self, org_id: str, member_id: str) -> Organization | None:
+        if self.cache is None:
+            return await self.team.for_member(org_id, member_id)
+        return await self.cache.member(
+            org_id, member_id, lambda: self.team.for_member(org_id, member_id)
+        )
+
+    async def _revoked(self, keys: list[str]) -> bool:
+        if self.cache is None:
+            return await self.revocations.any_revoked(keys)
+        return await self.cache.revoked(keys, lambda: self.revocations.any_revoked(keys))
 
     async def logout(self, principal: Principal, meta: RequestMeta = NO_META) -> None:
         """Revoke the presented token on every replica, until it would have expired anyway, and

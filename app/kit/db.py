@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from app.kit.settings import Settings
+from app.kit.watch import LocalWrites
 
 log = logging.getLogger("orgsvc.db")
 
@@ -33,6 +34,8 @@ def make_client(url: str, settings: Settings) -> AsyncMongoClient[dict[str, Any]
         socketTimeoutMS=timeout,
         maxPoolSize=settings.mongodb_max_pool_size,
         appname="orgsvc",
+        # This process's own writes, for the caches that must see them at once (app.kit.watch).
+        event_listeners=[LocalWrites()],
     )
 
 

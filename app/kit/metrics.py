@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -79,6 +83,29 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
             registry=r,
         )
+        self.auth_cache_entries = Gauge(
+            "orgsvc_auth_cache_entries",
+            "Entries in the authentication cache (members and denylist answers).",
+            registry=r,
+        )
+        self.auth_cache_serving = Gauge(
+            "orgsvc_auth_cache_serving",
+            "1 while the authentication cache may serve (its change streams are caught up), "
+            "else 0 (requests read the database).",
+            registry=r,
+        )
+        self.auth_cache_lookups = CallbackCounter(
+            "orgsvc_auth_cache_lookups",
+            "Authentication reads by result: hit (no round trip), miss (read, then cached), "
+            "bypass (read: the cache may not serve now).",
+            "result",
+        )
+        self.auth_cache_resets = CallbackCounter(
+            "orgsvc_auth_cache_resets",
+            "Times the authentication cache was emptied because a change stream failed or ended.",
+        )
+        r.register(self.auth_cache_lookups)
+        r.register(self.auth_cache_resets)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
@@ -93,3 +120,20 @@ class Metrics:
 
     def observe_webhook_attempt(self, outcome: str) -> None:
         self.webhook_attempts.labels(outcome).inc()
+
+
+class CallbackCounter(Collector):
+    """A counter whose values a callback reads at scrape time (a hot path bumps plain ints)."""
+
+    def __init__(self, name: str, documentation: str, label: str | None = None) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.source: Callable[[], Mapping[str, float]] = dict
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        labels = [self.label] if self.label else []
+        family = CounterMetricFamily(self.name, self.documentation, labels=labels)
+        for value, count in self.source().items():
+            family.add_metric([value] if self.label else [], count)
+        yield family

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     # A session's `last_used_at` is written at most this often per process (not per request).
     session_touch_seconds: float = Field(default=60.0, ge=0, le=3600)
 
+    # --- authentication cache (app/auth/cache.py) -------------------------------------------
+    # What authentication reads, kept in memory and invalidated by change streams; it serves
+    # only while its streams are caught up within AUTH_CACHE_MAX_LAG_MS (else requests read
+    # the database). Off, or on a store without change streams: one read per request.
+    auth_cache: bool = True
+    auth_cache_max_entries: int = Field(default=100_000, ge=1, le=10_000_000)
+    auth_cache_max_lag_ms: int = Field(default=1000, ge=50, le=60_000)
+
     # --- teams (app/members/; contract section 1) -------------------------------------------
     invitation_ttl_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     # Seats of an organization without its own `max_members`: members plus pending invitations.

@@ -21,7 +21,7 @@ async def health() -> HealthResponse:
 
 @router.get("/ready", response_model=ReadyResponse, responses=errors(503))
 async def ready(state: State) -> ReadyResponse:
-    """Readiness: MongoDB answers a ping."""
+    """Readiness: MongoDB answers a ping (and how authentication reads: `auth_cache`)."""
     if not await ping(state.client):
         raise DatabaseUnavailable()
-    return ReadyResponse()
+    return ReadyResponse(auth_cache=state.auth_cache.mode)

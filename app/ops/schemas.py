@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from app.auth.cache import CacheMode
+
 
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
@@ -13,3 +15,7 @@ class HealthResponse(BaseModel):
 
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
+    # The authentication cache (app/auth/cache.py): `serving` (its change streams are caught
+    # up), `reading` (requests read the database until they are), `off` (AUTH_CACHE=false),
+    # `unsupported` (the store has no change streams). Readiness does not depend on it.
+    auth_cache: CacheMode

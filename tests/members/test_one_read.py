@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
 from tests.mail.support import wait_until
 from tests.support.apps import app_client
 from tests.support.clients import bearer, create_and_login
+from tests.support.commands import RequestCommands
 from tests.support.events import settled_events
 from tests.support.teams import add_member
 
@@ -22,36 +23,11 @@ async def _drained(outbox: Any) -> bool:
     return pending == 0
 
 
-BACKGROUND = frozenset(
-    {"mail_outbox", "event_counters", "events", "event_outbox", "webhooks",
-     "webhook_deliveries", "webhook_replays"}
-)  # fmt: skip
-
-
-class Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-        self.on = False
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        collection = str(event.command.get(event.command_name))
-        # The mail worker, the event publisher and the webhook worker run in the background of
-        # the same process: their polls are not the request's.
-        publisher_scan = "outbox_since_ms" in str(event.command.get("filter", ""))
-        if self.on and collection not in BACKGROUND and not publisher_scan:
-            self.seen.append((event.command_name, collection))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
 async def test_an_authenticated_request_costs_one_read(
     nx_server: EmbeddedMongo, nx_client: AsyncMongoClient[Any], settings: Settings
 ) -> None:
-    commands = Commands()
+    commands = RequestCommands()
+    commands.on = False
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         nx_server.url, tz_aware=True, event_listeners=[commands]
     )
@@ -83,7 +59,8 @@ async def test_a_sessions_last_use_costs_one_write_per_touch_interval(
 ) -> None:
     """The one thing a request may add: its session's `last_used_at`, written at most once per
     SESSION_TOUCH_SECONDS by a process (here 0: every request), never a second read."""
-    commands = Commands()
+    commands = RequestCommands()
+    commands.on = False
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         nx_server.url, tz_aware=True, event_listeners=[commands]
     )
