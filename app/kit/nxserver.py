@@ -20,19 +20,117 @@
    (neosqlite checks those names separately; the service does not watch tenant collections).
    (`tests/tenancy/test_unicode_names.py` pins it.)
 
-Both patches are idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
+3. Its cost per operation grows with the number of collections in the store. Every `find` and
+   `insert` asks whether the collection exists with `coll_name in db.list_collection_names()`
+   (`nx_27017.handler.NeoSQLiteHandler.handle_command` and `handle_insert`), which reads every
+   collection name out of `sqlite_master` and filters them in Python; a `find` on any field
+   but `_id` lists the collection's indexes (`neosqlite.collection.index_manager.IndexManager
+   .list_indexes`, through the query builder's `_field_has_index`) and `delete_one`/`delete_many`
+   look the table up (`neosqlite.collection.query_engine.crud_operations`), both by a query on
+   `sqlite_master`, which SQLite can only scan (it has no index on the schema table); and
+   `listCollections` ignores its filter, so PyMongo's `create_collection` (which asks first)
+   and the service's `TenantCollections.exists` list every collection. With one table and one
+   index per organization, a `find_one` by `_id` took 0.7 ms with no other collections, 2.1 ms
+   with 1,000 and 7 ms with 3,000. Real MongoDB has no such cost: it finds a collection, its
+   indexes, or a `listCollections` filtered by name, in its catalog by name. We answer the same
+   questions from SQLite's in-memory schema, looked up by name, instead of scanning it:
+   `list_collection_names()` returns a read-only sequence whose `in` asks SQLite about that one
+   name (`pragma_table_info`; the same exclusions as the listing: `sqlite_*` and neosqlite's
+   own tables), while iterating it lists every name as before (read once, at first use); the
+   two `sqlite_master` queries by table name above (and the one of `drop_index`) are rewritten,
+   on the SQLite connections neosqlite opens, to `pragma_table_info` / `pragma_index_list`
+   (same columns, same rows, in the same order); and a `listCollections` whose filter is
+   exactly `{"name": <string>}` is answered for that one name. Differences left: SQLite matches
+   table names ignoring ASCII case, so those lookups now do too (as `update`, `count` and
+   `aggregate` already did: one SQLite table serves both spellings, see 2.), and a view would
+   count as a collection (nx-27017 makes none). DDL itself (create, drop, rename) stays
+   linear in SQLite, which rewrites and rereads its schema table. (`tests/tenancy/
+   test_store_scale.py` pins it: SQLite's work per operation with 1,500 other collections.)
+
+All three patches are idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any, overload
 
 # One unquoted SQLite identifier: an ASCII letter, `_` or a non-ASCII letter first, then any of
 # those or digits. Python's Unicode `\w` is exactly `str.isalnum()` plus `_`.
 _UNICODE_IDENTIFIER = re.compile(r"(?![0-9])\w+")
+
+# Patch 3: neosqlite's schema queries by name, and what SQLite answers them with from its
+# in-memory schema (a hash lookup by name) instead of a scan of `sqlite_master`. Same
+# parameters, same columns, same rows in the same order (`pragma_index_list` lists a table's
+# indexes newest first). A query not listed here runs as written.
+_SCHEMA_LOOKUPS = {
+    # Does this table exist (delete_one, delete_many, rename's target, GridFS)?
+    "SELECT name FROM sqlite_master WHERE type='table' AND name=?": (
+        "SELECT ?1 AS name FROM pragma_table_info(?1, 'main') LIMIT 1"
+    ),
+    # The table's indexes named by neosqlite's pattern (the query builder, create_index).
+    "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name = ? AND name LIKE ? "
+    "ESCAPE '\\'": (
+        "SELECT name FROM pragma_index_list(?1, 'main') WHERE name LIKE ?2 ESCAPE '\\'"
+        " ORDER BY seq DESC"
+    ),
+    # All of the table's indexes (drop_index).
+    "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?": (
+        "SELECT name FROM pragma_index_list(?1, 'main') ORDER BY seq DESC"
+    ),
+}  # fmt: skip
+# Is this one a collection: a table of the main schema, not `sqlite_%` (the listing's own
+# exclusion; neosqlite's internal tables are left out in Python, as the listing does).
+_HAS_COLLECTION = "SELECT 1 FROM pragma_table_info(?1, 'main') WHERE ?1 NOT LIKE 'sqlite_%' LIMIT 1"
+
+
+class CollectionNames(Sequence[str]):
+    """What the patched `list_collection_names()` returns: `name in names` asks SQLite about
+    that one name; anything else (iterating, `len`, indexing) lists every collection once, as
+    the original did, and answers from that list."""
+
+    __slots__ = ("_exists", "_listing", "_names")
+
+    def __init__(self, exists: Callable[[str], bool], listing: Callable[[], list[str]]) -> None:
+        self._exists = exists
+        self._listing = listing
+        self._names: list[str] | None = None
+
+    def _all(self) -> list[str]:
+        if self._names is None:
+            self._names = self._listing()
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        if self._names is not None:
+            return name in self._names
+        return isinstance(name, str) and self._exists(name)
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._all()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CollectionNames):
+            other = other._all()
+        return self._all() == other
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(self._all())
 
 
 def _patch_rename_cache() -> None:
@@ -80,10 +178,80 @@ def _patch_unicode_identifiers() -> None:
                 setattr(module, attr, quote_identifier)
 
 
+def _patch_schema_lookups() -> None:
+    # Imported here, all three: nx-27017 is a development extra, loaded only by this launcher.
+    from neosqlite import connection as neo
+    from neosqlite._sqlite import sqlite3  # (the sqlite3 module neosqlite connects with)
+    from nx_27017.handler import NeoSQLiteHandler  # (its wire-command dispatcher)
+
+    if getattr(neo.Connection.list_collection_names, "_orgsvc_patched", False):
+        return
+
+    # (a) Every SQLite connection neosqlite opens from now on rewrites the schema queries.
+    class SchemaLookups(sqlite3.Connection):  # type: ignore[misc]
+        def execute(self, sql: str, parameters: Any = (), /) -> Any:
+            return super().execute(_SCHEMA_LOOKUPS.get(sql, sql), parameters)
+
+    original_connect = neo.Connection.connect
+
+    def connect(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("factory", SchemaLookups)
+        original_connect(self, *args, **kwargs)
+
+    # (b) `name in db.list_collection_names()` asks about that name only.
+    original_list = neo.Connection.list_collection_names
+    is_internal: Callable[[str], bool] = neo._is_internal_collection_name
+
+    def list_collection_names(self: Any) -> CollectionNames:
+        def exists(name: str) -> bool:
+            if is_internal(name):
+                return False
+            return self.db.execute(_HAS_COLLECTION, (name,)).fetchone() is not None
+
+        return CollectionNames(exists, lambda: original_list(self))
+
+    # (c) `listCollections` filtered by one name answers for that name.
+    original_command = NeoSQLiteHandler.handle_command
+
+    def handle_command(self: Any, msg: dict[str, Any]) -> Any:
+        named = _listed_by_name(msg)
+        if named is None:
+            return original_command(self, msg)
+        db_name, name = named
+        try:
+            with self._lock_for(db_name):
+                found = name in self.get_database(db_name).list_collection_names()
+        except Exception:
+            return original_command(self, msg)  # let nx-27017 answer (or fail) as it would
+        one = SimpleNamespace(list_collection_names=lambda: [name] if found else [])
+        return self._handle_list_collections(msg["request_id"], one, db_name)
+
+    connect._orgsvc_patched = True  # type: ignore[attr-defined]
+    list_collection_names._orgsvc_patched = True  # type: ignore[attr-defined]
+    handle_command._orgsvc_patched = True  # type: ignore[attr-defined]
+    neo.Connection.connect = connect
+    neo.Connection.list_collection_names = list_collection_names
+    NeoSQLiteHandler.handle_command = handle_command
+
+
+def _listed_by_name(msg: dict[str, Any]) -> tuple[str, str] | None:
+    """(database, name) when `msg` is a `listCollections` whose filter is exactly
+    `{"name": <string>}`; None for anything else."""
+    body = next((doc for kind, doc in msg.get("sections", ()) if kind == "body"), None)
+    if not isinstance(body, dict) or next(iter(body), None) != "listCollections":
+        return None
+    found = body.get("filter")
+    if not isinstance(found, dict) or list(found) != ["name"] or not isinstance(found["name"], str):
+        return None
+    db_name = body.get("$db", "test")
+    return (db_name if isinstance(db_name, str) and db_name else "test"), found["name"]
+
+
 def patch() -> None:
     """Apply every fix to the nx-27017 modules of this process (idempotent)."""
     _patch_rename_cache()
     _patch_unicode_identifiers()
+    _patch_schema_lookups()
 
 
 def main() -> int:

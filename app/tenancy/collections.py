@@ -34,12 +34,20 @@ class TenantCollections:
         self.db = db
 
     async def exists(self, name: str) -> bool:
+        """One `listCollections` filtered by the name, which MongoDB looks up in its catalog by
+        that name, and the embedded store too through its launcher (`app/kit/nxserver.py`,
+        patch 3; nx-27017 itself would list every collection): the cost does not grow with the
+        number of organizations. The membership check stays for a store that ignores filters."""
         assert_safe_collection(name)
-        # MongoDB applies the filter server-side; nx-27017 ignores it, so check membership too.
         return name in await self.db.list_collection_names(filter={"name": name})
 
     async def create(self, name: str) -> bool:
-        """Create the collection; False (and left as it is) when it already exists."""
+        """Create the collection; False (and left as it is) when it already exists.
+
+        PyMongo asks first (`check_exists`: the same filtered `listCollections` as `exists`, as
+        cheap), and that check stays: mongos, recent mongod releases (SERVER-60064) and
+        nx-27017 answer `create` of an existing collection with success, so NamespaceExists
+        alone would not tell a new collection from an orphan."""
         assert_safe_collection(name)
         try:
             await self.db.create_collection(name)
