@@ -37,15 +37,18 @@
    `list_collection_names()` returns a read-only sequence whose `in` asks SQLite about that one
    name (`pragma_table_info`; the same exclusions as the listing: `sqlite_*` and neosqlite's
    own tables), while iterating it lists every name as before (read once, at first use); the
-   two `sqlite_master` queries by table name above (and the one of `drop_index`) are rewritten,
-   on the SQLite connections neosqlite opens, to `pragma_table_info` / `pragma_index_list`
-   (same columns, same rows, in the same order); and a `listCollections` whose filter is
-   exactly `{"name": <string>}` is answered for that one name. Differences left: SQLite matches
-   table names ignoring ASCII case, so those lookups now do too (as `update`, `count` and
+   two `sqlite_master` queries by table name above (and those of `drop_index` and of the
+   query optimizer, three per `count`) are rewritten, on the SQLite connections neosqlite
+   opens, to `pragma_table_info` / `pragma_index_list` (same columns, same rows, in the same
+   order; the optimizer's now sees only its own table's indexes, where its `LIKE` also took in
+   any other table's whose name it matched); and a `listCollections` whose filter is exactly
+   `{"name": <string>}` is answered for that one name. Differences left: SQLite matches table
+   names ignoring ASCII case, so those lookups now do too (as `update`, `count` and
    `aggregate` already did: one SQLite table serves both spellings, see 2.), and a view would
-   count as a collection (nx-27017 makes none). DDL itself (create, drop, rename) stays
-   linear in SQLite, which rewrites and rereads its schema table. (`tests/tenancy/
-   test_store_scale.py` pins it: SQLite's work per operation with 1,500 other collections.)
+   count as a collection (nx-27017 makes none). Still linear in SQLite, which rewrites and
+   rereads its schema table: DDL (create, drop, rename) and an aggregation that goes through
+   temporary tables (a `count` does). (`tests/tenancy/test_store_scale.py` pins it: SQLite's
+   work per operation with 1,500 other collections.)
 
 All three patches are idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
@@ -80,6 +83,13 @@ _SCHEMA_LOOKUPS = {
     # All of the table's indexes (drop_index).
     "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=?": (
         "SELECT name FROM pragma_index_list(?1, 'main') ORDER BY seq DESC"
+    ),
+    # The indexes named `idx_<table>_%` (the query optimizer, three times per count): those of
+    # that table. (As written, `_` being LIKE's any-character, it also took in indexes of
+    # other tables, e.g. `idx_org_a_b_x` of `org_a_b` for `org_a`.)
+    "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE ?": (
+        "SELECT name FROM pragma_index_list(substr(?1, 5, length(?1) - 6), 'main')"
+        " WHERE name LIKE ?1 ORDER BY seq DESC"
     ),
 }  # fmt: skip
 # Is this one a collection: a table of the main schema, not `sqlite_%` (the listing's own
