@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list-orgs-small", type=int, default=100, help="figure 7 small (100)")
     p.add_argument("--list-requests", type=int, default=300, help="figure 7 timed GETs (300)")
     p.add_argument(
+        "--revocation-trials", type=int, default=50, help="figure 8: trials of each kind (50)"
+    )
+    p.add_argument(
         "--webhook-events", type=int, default=500, help="figure 10: changes to deliver (500)"
     )
     p.add_argument(
