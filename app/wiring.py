@@ -181,6 +181,7 @@ def build_state(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_minutes=settings.jwt_expires_minutes,
+        remember=settings.auth_cache_max_entries if settings.auth_cache else 0,
     )
     audit_log = AuditService(repos.audit, retention_days=settings.audit_retention_days)
     audit_log.error_observers.append(metrics.observe_db_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import jwt
 
 from app.kit.keys import KeyRing
 
+LEEWAY_SECONDS = 5  # clock skew allowed on `exp` and `iat`
 REQUIRED_CLAIMS = ["sub", "admin_id", "organization_id", "iat", "exp", "jti", "iss", "aud", "ver"]
 
 
@@ -43,6 +45,7 @@ class TokenManager:
         expires_minutes: int,
         secret: str | None = None,
         keys: KeyRing | None = None,
+        remember: int = 0,
     ) -> None:
         if keys is None:
             if secret is None:
@@ -52,6 +55,11 @@ class TokenManager:
         self.issuer = issuer
         self.audience = audience
         self.lifetime_seconds = expires_minutes * 60
+        # Tokens verified already (signature, issuer, audience, claims), by their exact text:
+        # checking a signature again proves nothing new, only its expiry can change. At most
+        # `remember` (0: none), least recently used first out. Revocation is not decided here.
+        self.remember = remember
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
     def issue(
         self,
@@ -97,6 +105,21 @@ class TokenManager:
 
     def verify(self, token: str) -> TokenClaims:
         """The claims of a valid token; InvalidToken for anything else."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() > known.expires_at + LEEWAY_SECONDS:
+                del self._verified[token]
+                raise InvalidToken("ExpiredSignatureError")
+            self._verified.move_to_end(token)
+            return known
+        claims = self._verify(token)
+        if self.remember:
+            self._verified[token] = claims
+            if len(self._verified) > self.remember:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
@@ -114,7 +137,7 @@ class TokenManager:
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": REQUIRED_CLAIMS},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc

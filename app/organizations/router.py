@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 from pydantic import AfterValidator, WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
@@ -34,12 +34,16 @@ from app.organizations.schemas import (
     OrganizationUpdate,
     slug_rules,
 )
+from app.organizations.service import OrganizationService
 from app.tenancy.names import MAX_NAME_CHARS, use_rules
+from app.wiring import AppState
 
 
-async def name_rules(state: State) -> None:
+async def name_rules(request: Request) -> None:
     """This app's slug rules, for the name type of this request's models (see
-    `app.tenancy.names`); a route dependency, so it runs before any parameter is validated."""
+    `app.tenancy.names`); a route dependency, so it runs before any parameter is validated.
+    (The state from the request, not a dependency: see `app.deps.current_admin`.)"""
+    state: AppState = request.app.state.svc
     use_rules(state.orgs.names)
 
 
@@ -120,11 +124,13 @@ def document_required_create_key(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def readable(organization_name: NameQuery, caller: Caller, orgs: OrgService) -> Organization:
+async def readable(request: Request, organization_name: NameQuery, caller: Caller) -> Organization:
     """Authorization of `GET /org/get`: `org:read` (every admin has it on its own organization;
     a key needs the scope), then the organization as this caller may see it. The name is a
-    parameter here so that a bad name is a 422 before any 403, as before."""
+    parameter here so that a bad name is a 422 before any 403, as before. (The service comes
+    from the request, not a dependency: this is the hot path, see `app.deps.current_admin`.)"""
     caller.require("org:read")
+    orgs: OrganizationService = request.app.state.svc.orgs
     return await orgs.get_visible(
         caller.organization, organization_name, hide_others=isinstance(caller, KeyPrincipal)
     )

@@ -13,6 +13,7 @@ display as another, are refused anywhere in a name.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -61,7 +62,16 @@ def max_slug_bytes(db_name: str) -> int:
 
 
 def validate_name(name: str, *, db_name: str) -> str:
-    """Return the slug of `name`, or raise InvalidName with a reason a caller can act on."""
+    """Return the slug of `name`, or raise InvalidName with a reason a caller can act on.
+
+    A pure function of its arguments, and every request naming an organization asks it (twice:
+    the query's validation, then the lookup), so the slugs of the last names seen are kept
+    (`functools.lru_cache`: a failure is never kept, it raises again)."""
+    return _validated(name, db_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _validated(name: str, db_name: str) -> str:
     if not name.strip():
         raise InvalidName("organization_name must not be blank")
     if len(name) > MAX_NAME_CHARS:

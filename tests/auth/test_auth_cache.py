@@ -22,6 +22,7 @@ from pymongo.errors import OperationFailure
 from pymongo.monitoring import CommandListener
 
 from app.auth.cache import RECENT_CHANGES, AuthCache
+from app.auth.tokens import LEEWAY_SECONDS, InvalidToken, TokenManager
 from app.kit.db import EmbeddedMongo, free_port
 from app.kit.settings import Settings
 from app.kit.watch import LocalWrites
@@ -477,3 +478,28 @@ async def test_the_in_memory_double_has_no_streams_and_the_cache_stays_off() -> 
 
 async def _operator_key(app: Any) -> dict[str, str]:
     return {"X-API-Key": await new_key(app, "org:list", "org:read", "org:write")}
+
+
+def test_a_remembered_token_still_expires_and_only_its_exact_text_is_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokens = TokenManager(issuer="i", audience="a", expires_minutes=1, secret="s" * 40, remember=2)
+    token, claims = tokens.issue(admin_id="a" * 24, organization_id="o" * 24, version=0)
+    assert tokens.verify(token) == claims
+    assert token in tokens._verified
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(InvalidToken):
+        tokens.verify(forged)  # not the remembered text: checked, and refused
+    assert forged not in tokens._verified
+    later = time.time() + 60 + LEEWAY_SECONDS + 1
+    monkeypatch.setattr("app.auth.tokens.time.time", lambda: later)
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)  # remembered, but expired since
+    assert token not in tokens._verified
+    monkeypatch.undo()
+    for version in range(3):  # at most `remember` tokens are kept
+        tokens.verify(tokens.issue(admin_id="a" * 24, organization_id="o" * 24, version=version)[0])
+    assert len(tokens._verified) == 2
+    plain = TokenManager(issuer="i", audience="a", expires_minutes=1, secret="s" * 40)
+    plain.verify(plain.issue(admin_id="a" * 24, organization_id="o" * 24, version=0)[0])
+    assert plain._verified == {}  # remember=0 (AUTH_CACHE=false): nothing kept
