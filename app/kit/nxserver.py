@@ -50,7 +50,15 @@
    temporary tables (a `count` does). (`tests/tenancy/test_store_scale.py` pins it: SQLite's
    work per operation with 1,500 other collections.)
 
-All three patches are idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
+4. Change streams (neosqlite's `ChangeStream`) install one set of SQLite triggers per collection
+   name, counted per connection, and create them only for the first stream. Dropping the
+   collection drops its triggers but not the count (nx-27017 keeps a tracker per database and
+   collection, never closed, and in file mode every database shares one connection): a stream
+   opened after a drop and re-creation answers every `getMore` at once and never reports a
+   change. A cache invalidated by that stream would serve stale entries. We create the triggers
+   again whenever they are missing (`tests/auth/test_auth_cache.py` pins it).
+
+Every patch is idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
 
 from __future__ import annotations
@@ -257,10 +265,47 @@ def _listed_by_name(msg: dict[str, Any]) -> tuple[str, str] | None:
     return (db_name if isinstance(db_name, str) and db_name else "test"), found["name"]
 
 
+def _patch_lost_stream_triggers() -> None:
+    # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
+    from neosqlite import changestream
+
+    stream_class: Any = changestream.ChangeStream
+    original = stream_class._setup_triggers
+    if getattr(original, "_orgsvc_patched", False):
+        return
+
+    def setup_triggers(self: Any) -> None:
+        db, name = self._collection.db, self._collection.name
+        wanted = [f"_neosqlite_{self._sanitized_name}_{op}_trigger" for op in _STREAM_OPS]
+        found = db.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
+            wanted,
+        ).fetchone()
+        counts: dict[str, int] = changestream._registry_entry(db)["counts"]
+        held = counts.get(name, 0)
+        if held == 0 or (found and found[0] == len(_STREAM_OPS)):
+            original(self)
+            return
+        # Streams are counted, but their triggers went with a dropped table: create them again
+        # (`CREATE TRIGGER IF NOT EXISTS`, which the original runs only for a count of 0).
+        counts[name] = 0
+        try:
+            original(self)
+        finally:
+            counts[name] = held + 1
+
+    setup_triggers._orgsvc_patched = True  # type: ignore[attr-defined]
+    stream_class._setup_triggers = setup_triggers
+
+
+_STREAM_OPS = ("insert", "update", "delete")
+
+
 def patch() -> None:
     """Apply every fix to the nx-27017 modules of this process (idempotent)."""
     _patch_rename_cache()
     _patch_unicode_identifiers()
+    _patch_lost_stream_triggers()
     _patch_schema_lookups()
 
 
