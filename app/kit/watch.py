@@ -52,6 +52,7 @@ log = logging.getLogger("orgsvc.watch")
 UNSUPPORTED_CODES = frozenset({40573, 40324, 115, 59})
 # A change stream ends (the cursor is closed) after these: the cache must start over.
 ENDING_EVENTS = frozenset({"invalidate", "drop", "rename", "dropDatabase"})
+STOP_TIMEOUT_SECONDS = 2.0
 WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "bulkWrite"})
 
 Change = Mapping[str, Any]
@@ -126,21 +127,25 @@ class ChangeFeed:
         self.opened = asyncio.Event()  # set once the store answered (a stream, or "unsupported")
         self._token: Mapping[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def lag(self, now: float) -> float:
         """How far behind the store the feed may be, in seconds (inf when unknown)."""
         return now - self.fresh_at
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"change-feed-{self.name}")
 
     async def stop(self) -> None:
+        """Cancel the follower and wait for it, a bounded time (a shutdown never hangs on a
+        store that does not answer: its cursor dies with the connection anyway)."""
+        self.fresh_at = -math.inf
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_SECONDS)
             self._task = None
-        self.fresh_at = -math.inf
 
     async def _run(self) -> None:
         delay = 0.05
@@ -181,11 +186,17 @@ class ChangeFeed:
             try:
                 await self._poll(db, session, cursor)
             finally:
-                with contextlib.suppress(Exception):
-                    if cursor.get("id"):
-                        await db.command(
-                            {"killCursors": self.name, "cursors": [cursor["id"]]},
-                            session=session,
+                # Close the cursor after an error or an end; not when stopping (no new I/O in a
+                # cancelled task: the server drops the cursor with the connection or times it
+                # out), and never for longer than a moment.
+                if cursor.get("id") and not self._stopping:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(
+                            db.command(
+                                {"killCursors": self.name, "cursors": [cursor["id"]]},
+                                session=session,
+                            ),
+                            STOP_TIMEOUT_SECONDS,
                         )
 
     async def _poll(self, db: Any, session: Any, cursor: dict[str, Any]) -> None:
