@@ -1,6 +1,6 @@
 """One run, in the documented order: figure 1, figure 5, figure 3, figure 2, creates, figure 4,
-figure 7, figure 9, figure 10, figure 11, then figure 6 over all of it (or the parts `--only`
-names)."""
+figure 7, figure 8, figure 9, figure 10, figure 11, then figure 6 over all of it (or the parts
+`--only` names)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bench.figures import (
     f5_org_count,
     f6_rss,
     f7_listing,
+    f8_revocation,
     f9_event_lag,
     f10_webhooks,
     f11_scale,
@@ -28,12 +29,12 @@ from bench.record import Results
 from bench.seed import account
 from bench.stack import Stack
 
-PARTS = ("1", "2", "3", "4", "5", "6", "7", "9", "10", "11", "create")
+PARTS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "create")
 
 
 def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
     want = set(PARTS) if args.only is None else args.only | ({"5"} if "3" in args.only else set())
-    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7", "9", "10", "11"}))
+    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7", "8", "9", "10", "11"}))
     if "1" in want:
         f1_cpu.measure(ctx)
     if "5" in want:
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
         f4_rename.measure(ctx)
     if "7" in want:
         f7_listing.measure(ctx)
+    if "8" in want:
+        f8_revocation.measure(ctx)
     if "9" in want:
         f9_event_lag.measure(ctx)
     if "10" in want:
