@@ -145,15 +145,20 @@ async def test_a_change_made_elsewhere_reaches_the_cache_through_the_stream(
             assert await get(http, owner) == 200
             assert await get(http, owner) == 200
             assert cache.hits >= 1
-            admin_id = created["admin"]["admin_id"]
-            await other[settings.mongodb_db].organizations.update_one(
-                {"_id": created["organization_id"]},
-                {"$inc": {f"team.members.{admin_id}.token_version": 1, "team.version": 1}},
-            )
+            await bump_version(other[settings.mongodb_db], created)
             took = await wait_until(lambda: _refused(http, owner), timeout=2, step=0.002)
             assert took < 1.0
     finally:
         await other.close()
+
+
+async def bump_version(db: Any, created: dict[str, Any]) -> None:
+    """What a password change elsewhere does to the token state: a new token version."""
+    admin_id = created["admin"]["admin_id"]
+    await db.organizations.update_one(
+        {"_id": created["organization_id"]},
+        {"$inc": {f"team.members.{admin_id}.token_version": 1, "team.version": 1}},
+    )
 
 
 async def _refused(http: Any, token: str) -> bool:
@@ -185,11 +190,7 @@ async def test_a_lost_stream_empties_the_cache_and_requests_read_until_it_is_bac
             assert await get(http, owner) == 503  # read, not served
             proc = start_nx(server)
             other: AsyncMongoClient[Any] = AsyncMongoClient(server.url, tz_aware=True)
-            admin_id = created["admin"]["admin_id"]
-            await other["restart"].organizations.update_one(
-                {"_id": created["organization_id"]},
-                {"$inc": {f"team.members.{admin_id}.token_version": 1, "team.version": 1}},
-            )
+            await bump_version(other["restart"], created)
             await other.close()
             answers = []
             deadline = time.monotonic() + 15
