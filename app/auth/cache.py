@@ -15,7 +15,11 @@ database, as without the cache (it fails closed, never open):
   read before a revocation can never be cached after it;
 - a feed error, gap or `invalidate` empties the cache; it fills again once the feed is back;
 - a store without change streams (a standalone mongod) never serves from the cache;
-- this process's own writes are seen by its very next request (`LocalWrites`).
+- this process's own writes are seen by its very next request (`LocalWrites`);
+- it never refuses on its own: an answer from memory that would refuse a token is checked
+  against the store first (`AuthService.authenticate`), so a token issued on another replica a
+  moment ago (after a password change there) is never refused here because of an entry that
+  is a few milliseconds behind. The cache can delay a revocation (bounded), never invent one.
 
 **Memory and cold start.** At most `AUTH_CACHE_MAX_ENTRIES` member entries (and as many denylist
 answers), least recently used evicted first. Concurrent misses for one key share one read
@@ -139,18 +143,19 @@ class AuthCache:
 
     async def member(
         self, org_id: str, member_id: str, load: Callable[[], Awaitable[Organization | None]]
-    ) -> Organization | None:
+    ) -> tuple[Organization | None, bool]:
         """The organization with `member_id`'s entry (None: no such active organization or
-        member), from the cache when it may serve, else from `load()`."""
+        member), from memory when the cache may serve, else from `load()`; and whether it came
+        from memory (then it may be a few milliseconds behind the store: see `forget`)."""
         if not self.serving():
             self.bypassed += 1
-            return await load()
+            return await load(), False
         key = (org_id, member_id)
         hit = self.members.get(key, _MISSING)
         if hit is not _MISSING:
             self.members.move_to_end(key)
             self.hits += 1
-            return hit  # type: ignore[no-any-return]
+            return hit, True
         self.misses += 1
         seq, epoch = self._org_seq, self._epoch
 
@@ -159,7 +164,7 @@ class AuthCache:
                 self._put_member(key, value)
 
         result: Organization | None = await self._single_flight(("m", key), load, store)
-        return result
+        return result, False
 
     async def revoked(self, keys: list[str], load: Callable[[], Awaitable[bool]]) -> bool:
         """Whether any of these denylist keys is denied (cached like `member`)."""
@@ -202,6 +207,11 @@ class AuthCache:
         return await asyncio.shield(shared)
 
     # --- invalidation --------------------------------------------------------------------------
+
+    def forget(self, org_id: str) -> None:
+        """Drop what is kept of this organization, as if it had changed (its next request
+        reads): for a caller that found an entry behind the store."""
+        self._org_changed({"documentKey": {"_id": org_id}})
 
     def _org_changed(self, change: Change) -> None:
         org_id = (change.get("documentKey") or {}).get("_id")

@@ -193,12 +193,32 @@ class AuthService:
         return response
 
     async def authenticate(self, token: str) -> Principal:
-        """The principal behind a bearer token, checked against the database on every request."""
+        """The principal behind a bearer token, checked against the organization record (from
+        the authentication cache while it may serve, else read; `app.auth.cache`)."""
         try:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise Unauthorized("Invalid or expired token.", code="invalid_token") from None
-        org = await self._member(claims.organization_id, claims.admin_id)
+        org_id, member_id = claims.organization_id, claims.admin_id
+        if self.cache is None:
+            return await self._admit(claims, await self.team.for_member(org_id, member_id))
+        org, remembered = await self.cache.member(
+            org_id, member_id, lambda: self.team.for_member(org_id, member_id)
+        )
+        try:
+            return await self._admit(claims, org, cached=remembered)
+        except (Unauthorized, OrganizationSuspended):
+            if not remembered:
+                raise
+        # Memory may be a few milliseconds behind the store (a change made on another replica,
+        # e.g. the password change that issued this very token): it may delay a revocation,
+        # never refuse what the store accepts. Ask the store before refusing.
+        self.cache.forget(org_id)
+        return await self._admit(claims, await self.team.for_member(org_id, member_id))
+
+    async def _admit(
+        self, claims: TokenClaims, org: Organization | None, *, cached: bool = False
+    ) -> Principal:
         entry = None if org is None else entry_of(org, claims.admin_id)
         if org is not None and entry is not None and org.suspended:
             # Before the token version: suspending moved every member's (so that no token of
@@ -211,7 +231,8 @@ class AuthService:
             # The denylist is read only while the record says an entry may exist: most
             # members never log a token out, and their requests cost one read.
             or (
-                epoch_ms() < entry.denylist_until_ms and await self._revoked(_denylist_keys(claims))
+                epoch_ms() < entry.denylist_until_ms
+                and await self._revoked(_denylist_keys(claims), cached=cached)
             )
         ):
             raise Unauthorized("Token has been revoked.", code="token_revoked")
@@ -219,15 +240,8 @@ class AuthService:
             await self.sessions.used(claims.session_id)
         return Principal(claims=claims, organization=org, role=entry.role)
 
-    async def _member(self, org_id: str, member_id: str) -> Organization | None:
-        if self.cache is None:
-            return await self.team.for_member(org_id, member_id)
-        return await self.cache.member(
-            org_id, member_id, lambda: self.team.for_member(org_id, member_id)
-        )
-
-    async def _revoked(self, keys: list[str]) -> bool:
-        if self.cache is None:
+    async def _revoked(self, keys: list[str], *, cached: bool) -> bool:
+        if self.cache is None or not cached:
             return await self.revocations.any_revoked(keys)
         return await self.cache.revoked(keys, lambda: self.revocations.any_revoked(keys))
 

@@ -284,7 +284,7 @@ def org(org_id: str, version: int = 0) -> Organization:
 
 
 async def version(cache: AuthCache, loader: Loader) -> int:
-    got = await cache.member("o1", "a", loader)
+    got, _ = await cache.member("o1", "a", loader)
     assert got is not None
     return got.admin.token_version
 
@@ -323,8 +323,9 @@ async def test_a_read_that_raced_a_change_of_its_organization_is_not_stored(
     await settle()
     cache._org_changed(changed("o1"))  # the revocation's event arrives during the read
     stale.gate.set()
-    raced = await reading
+    raced, remembered = await reading
     assert raced is not None and raced.admin.token_version == 0  # concurrent: allowed
+    assert not remembered
     assert ("o1", "a") not in cache.members  # but never served after it
     fresh = Loader(org("o1", version=1))
     assert await version(cache, fresh) == 1
@@ -376,14 +377,14 @@ async def test_concurrent_misses_share_one_read_and_a_change_starts_a_new_one(
     await settle()
     gone.cancel()
     loader.gate.set()
-    kept = await stays
+    kept, _ = await stays
     assert kept is not None and kept.organization_id == "o1"
 
 
 async def test_memory_is_bounded_least_recently_used_first(cache: AuthCache) -> None:
     for name in ("o1", "o2", "o3"):
         await cache.member(name, "a", Loader(org(name)))
-    await cache.member("o1", "a", Loader(None))  # a hit: o1 becomes the most recent
+    assert (await cache.member("o1", "a", Loader(None)))[1]  # a hit: o1 is the most recent
     await cache.member("o4", "a", Loader(org("o4")))
     assert list(cache.members) == [("o3", "a"), ("o1", "a"), ("o4", "a")]
     assert set(cache._by_org) == {"o1", "o3", "o4"}

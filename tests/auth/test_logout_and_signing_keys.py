@@ -26,7 +26,7 @@ from app.kit.keys import KeyRing, hmac_kid, thumbprint
 from app.kit.settings import Settings
 from tests.support.apps import custom_app, make_settings
 from tests.support.clients import PASSWORD, TEST_SECRET, bearer, create_and_login
-from tests.support.processes import PROC_DB, services
+from tests.support.processes import PROC_DB, once_seen, services
 
 OLD_SECRET = "an-older-secret-that-was-current-last-month-0123456789"
 PARAMS = {"organization_name": "Acme"}
@@ -149,11 +149,18 @@ async def test_revoked_jti_is_rejected_by_the_other_process(
         get = b.url + "/org/get"
         assert (await http.get(get, params=PARAMS, headers=bearer(token))).status_code == 200
         assert (await http.post(a.url + "/admin/logout", headers=bearer(token))).is_success
-        res = await http.get(get, params=PARAMS, headers=bearer(token))
+        res = await once_seen(
+            lambda: http.get(get, params=PARAMS, headers=bearer(token)),
+            lambda r: r.status_code == 401,
+        )
         assert res.status_code == 401 and res.json()["code"] == "token_revoked"
         assert (await http.get(get, params=PARAMS, headers=bearer(keep))).status_code == 200
         # logout-all on B reaches A too.
         assert (await http.post(b.url + "/admin/logout-all", headers=bearer(keep))).is_success
+        await once_seen(
+            lambda: http.get(a.url + "/org/get", params=PARAMS, headers=bearer(keep)),
+            lambda r: r.status_code == 401,
+        )
         assert await refusal(http, keep, a.url + "/org/get") == "token_revoked"
     # The logged-out token's jti and its session (logout ends the session too); logout-all
     # writes none (a new token version).

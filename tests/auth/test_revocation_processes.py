@@ -300,3 +300,32 @@ async def test_a_store_restart_under_a_warm_cache_never_serves_a_stale_answer(
             assert resets >= 1
     finally:
         stop_process(proc)
+
+
+async def test_a_token_issued_on_one_replica_is_accepted_at_once_by_the_other(
+    cached_pair: Pair,
+) -> None:
+    """The other direction: after a password change on A, the member logs in on A and goes to
+    B at once. B's cache may still hold the entry of before (a few milliseconds), yet B accepts
+    the new token at its first request: memory may delay a refusal, never make one (B asks the
+    store before refusing)."""
+    p = cached_pair
+    org = await new_org(p, 0)
+    await warm(p, org)
+    hits = 'orgsvc_auth_cache_lookups_total{result="hit"}'
+    token, before = org.member, await _metric(p, p.b.url, hits)
+    for trial in range(10):
+        for _ in range(2):  # B answers this token from its cache
+            assert (await read_on_b(p, org, token)).status_code == 200
+        password = f"password-number-{trial}"
+        res = await p.http.put(p.a.url + "/org/update", json={"password": password},
+                               headers=bearer(token))  # fmt: skip
+        assert res.status_code == 200, res.text
+        res = await p.http.post(
+            p.a.url + "/admin/login", json={"email": org.member_email, "password": password}
+        )
+        token = res.json()["access_token"]
+        first = await read_on_b(p, org, token)
+        assert first.status_code == 200, (trial, first.text)
+    # B answered from memory throughout (at least the second read of each token).
+    assert await _metric(p, p.b.url, hits) - before >= 10

@@ -15,7 +15,7 @@ from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
 from tests.support.consistency import assert_consistent
-from tests.support.processes import PROCS_DB, ServiceProcess, procs_service_env
+from tests.support.processes import PROCS_DB, ServiceProcess, once_seen, procs_service_env
 from tests.support.teams import add_member, invitation_token, invite, token_from_store
 
 Pair = tuple[httpx.AsyncClient, FastAPI]
@@ -143,7 +143,10 @@ async def test_removal_ends_the_members_tokens_on_another_process(
             ).status_code == 200
             res = await http.delete(a.url + f"/org/members/{member_id}", headers=bearer(owner))
             assert res.status_code == 204
-            res = await http.get(b.url + "/org/members", headers=bearer(member))
+            res = await once_seen(
+                lambda: http.get(b.url + "/org/members", headers=bearer(member)),
+                lambda r: r.status_code == 401,
+            )
             assert res.status_code == 401 and res.json()["code"] == "token_revoked"
             assert (
                 await http.get(b.url + "/org/members", headers=bearer(owner))

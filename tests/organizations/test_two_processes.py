@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from tests.support.clients import PASSWORD, bearer, org_body
 from tests.support.consistency import assert_consistent
 from tests.support.processes import PROCS_DB as DB
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, once_seen
 
 
 async def test_create_race_across_two_processes(
@@ -56,6 +56,9 @@ async def test_password_change_on_one_revokes_on_the_other(
             a.url + "/org/update", json={"password": "another-pass"}, headers=bearer(token)
         )
         assert res.status_code == 200
-        res = await http.get(b.url + "/org/get", params=params, headers=bearer(token))
+        res = await once_seen(
+            lambda: http.get(b.url + "/org/get", params=params, headers=bearer(token)),
+            lambda r: r.status_code == 401,
+        )
         assert res.status_code == 401
         assert res.json()["code"] == "token_revoked"
