@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -270,9 +269,3 @@ class AuthCache:
                 ids.discard(member_id)
                 if not ids:
                     del self._by_org[org_id]
-
-
-def lag_seconds(cache: AuthCache) -> float:
-    """The worst lag of the cache's feeds (inf when a feed is down); for /health."""
-    now = time.monotonic()
-    return max((feed.lag(now) for feed in cache.feeds), default=math.inf)

@@ -3,9 +3,10 @@
 `ChangeFeed` follows one collection's change stream (`watch()`) in a background task and hands
 each change to a callback. It also keeps `fresh_at`: the monotonic time at which the last empty
 `getMore` *started*. Every change committed before that moment has been handed over, so whoever
-serves from a cache invalidated by the feed can tell how far behind it may be (`lag()`), and
-stop serving when the answer is "unknown" (a stream that is down, reconnecting, or silent for
-too long). That is what "fail closed" means here: the feed never claims more than it saw.
+serves from a cache invalidated by the feed can tell how far behind it may be (now minus
+`fresh_at`), and stop serving when the answer is "unknown" (a stream that is down,
+reconnecting, or silent for too long). That is what "fail closed" means here: the feed never
+claims more than it saw.
 
 - An error, a gap or an `invalidate`/`drop`/`rename` event calls `on_reset` (the cache empties)
   and the feed reopens with backoff, resuming from its last token where the store allows it
@@ -130,10 +131,6 @@ class ChangeFeed:
         self._token: Mapping[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-
-    def lag(self, now: float) -> float:
-        """How far behind the store the feed may be, in seconds (inf when unknown)."""
-        return now - self.fresh_at
 
     def start(self) -> None:
         self._stopping = False

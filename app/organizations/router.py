@@ -20,6 +20,7 @@ from app.deps import (
     OrgService,
     State,
     require_scope,
+    state_of,
 )
 from app.kit.errors import Unauthorized
 from app.kit.pagination import Page, decode_cursor, encode_cursor
@@ -34,17 +35,14 @@ from app.organizations.schemas import (
     OrganizationUpdate,
     slug_rules,
 )
-from app.organizations.service import OrganizationService
 from app.tenancy.names import MAX_NAME_CHARS, use_rules
-from app.wiring import AppState
 
 
 async def name_rules(request: Request) -> None:
     """This app's slug rules, for the name type of this request's models (see
     `app.tenancy.names`); a route dependency, so it runs before any parameter is validated.
     (The state from the request, not a dependency: see `app.deps.current_admin`.)"""
-    state: AppState = request.app.state.svc
-    use_rules(state.orgs.names)
+    use_rules(state_of(request).orgs.names)
 
 
 router = APIRouter(prefix="/org", tags=["organizations"], dependencies=[Depends(name_rules)])
@@ -130,8 +128,7 @@ async def readable(request: Request, organization_name: NameQuery, caller: Calle
     parameter here so that a bad name is a 422 before any 403, as before. (The service comes
     from the request, not a dependency: this is the hot path, see `app.deps.current_admin`.)"""
     caller.require("org:read")
-    orgs: OrganizationService = request.app.state.svc.orgs
-    return await orgs.get_visible(
+    return await state_of(request).orgs.get_visible(
         caller.organization, organization_name, hide_others=isinstance(caller, KeyPrincipal)
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import httpx
@@ -123,7 +124,7 @@ async def _end_session(a: httpx.AsyncClient, victim: str, other: str) -> None:
 
 
 async def _trial(
-    b: httpx.AsyncClient, name: str, token: str, act: object
+    b: httpx.AsyncClient, name: str, token: str, act: Awaitable[None]
 ) -> tuple[float | None, int]:
     """Hammer B while `act` (a coroutine) revokes on A; (seconds from A's ack to B's first
     refusal, stale answers)."""
@@ -135,7 +136,7 @@ async def _trial(
     stale = 0
 
     async def revoke() -> None:
-        await act  # type: ignore[misc]
+        await act
         acked.append(time.monotonic())
 
     task = asyncio.create_task(revoke())

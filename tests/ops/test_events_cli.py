@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,40 +21,13 @@ from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
 from app.wiring import AppState
 from tests.support.apps import make_settings
+from tests.support.cli import Cli, lines, no_traceback
 from tests.support.clients import bearer, create_and_login
 from tests.support.feed import publish
-from tests.support.processes import ROOT, nx_service_env
+from tests.support.processes import ROOT
 from tests.support.receiver import Receiver, always
 
 Api = tuple[httpx.AsyncClient, FastAPI]
-
-
-class Cli:
-    """`python -m app.cli ...` over the test's database."""
-
-    def __init__(self, nx: EmbeddedMongo, settings: Settings) -> None:
-        self.env = {**os.environ, **nx_service_env(nx, db=settings.mongodb_db)}
-        self.env.pop("ORGSVC_PROGRESS", None)
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "app.cli", *args]
-
-    def sync(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args), cwd=ROOT, env=self.env, capture_output=True, text=True,
-            timeout=60,
-        )  # fmt: skip
-
-    async def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(self.sync, *args)
-
-
-def lines(res: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in res.stdout.splitlines()]
-
-
-def no_traceback(res: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ as a process over the same nx-27017 store as an in-process service (`real_api`).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -19,35 +16,11 @@ from app.audit.service import Actor, RequestMeta
 from app.kit.db import EmbeddedMongo
 from app.kit.settings import Settings
 from app.organizations.schemas import OrganizationPatch
+from tests.support.cli import Cli, lines, no_traceback
 from tests.support.clients import PASSWORD, bearer, create_and_login, org_body
-from tests.support.processes import ROOT, nx_service_env
+from tests.support.processes import ROOT
 
 Api = tuple[httpx.AsyncClient, FastAPI]
-
-
-class Cli:
-    """`python -m app.cli ...` over the test's database."""
-
-    def __init__(self, nx: EmbeddedMongo, settings: Settings) -> None:
-        self.env = {**os.environ, **nx_service_env(nx, db=settings.mongodb_db)}
-        self.env.pop("ORGSVC_PROGRESS", None)
-
-    def sync(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-
-    async def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(self.sync, *args)
-
-
-def lines(res: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in res.stdout.splitlines()]
-
-
-def no_traceback(res: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr
 
 
 @pytest.fixture
