@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import AfterValidator, WithJsonSchema
 
 from app.api_keys.service import KeyPrincipal
 from app.audit.service import ANONYMOUS
+from app.auth.service import Principal
 from app.deps import (
     Caller,
     CurrentAdmin,
@@ -19,12 +21,14 @@ from app.deps import (
     OptionalKey,
     OrgService,
     State,
+    admin_of,
     require_scope,
     state_of,
 )
 from app.kit.errors import Unauthorized
 from app.kit.pagination import Page, decode_cursor, encode_cursor
 from app.kit.responses import BODY_ERRORS, errors
+from app.kit.routes import FastPathRoute, fast_path
 from app.organizations.records import Organization
 from app.organizations.schemas import (
     NAME_DESCRIPTION,
@@ -35,7 +39,7 @@ from app.organizations.schemas import (
     OrganizationUpdate,
     slug_rules,
 )
-from app.tenancy.names import MAX_NAME_CHARS, use_rules
+from app.tenancy.names import MAX_NAME_CHARS, InvalidName, use_rules
 
 
 async def name_rules(request: Request) -> None:
@@ -45,7 +49,12 @@ async def name_rules(request: Request) -> None:
     use_rules(state_of(request).orgs.names)
 
 
-router = APIRouter(prefix="/org", tags=["organizations"], dependencies=[Depends(name_rules)])
+router = APIRouter(
+    prefix="/org",
+    tags=["organizations"],
+    dependencies=[Depends(name_rules)],
+    route_class=FastPathRoute,
+)
 
 NameQuery = Annotated[
     str,
@@ -127,10 +136,48 @@ async def readable(request: Request, organization_name: NameQuery, caller: Calle
     a key needs the scope), then the organization as this caller may see it. The name is a
     parameter here so that a bad name is a 422 before any 403, as before. (The service comes
     from the request, not a dependency: this is the hot path, see `app.deps.current_admin`.)"""
+    return await _visible(request, caller, organization_name)
+
+
+async def _visible(request: Request, caller: Principal | KeyPrincipal, name: str) -> Organization:
     caller.require("org:read")
     return await state_of(request).orgs.get_visible(
-        caller.organization, organization_name, hide_others=isinstance(caller, KeyPrincipal)
+        caller.organization, name, hide_others=isinstance(caller, KeyPrincipal)
     )
+
+
+def _encoded(organization: Organization) -> Response:
+    # Encoded here, as FastAPI would (`response_model`, by alias), without its second pass of
+    # validating the model it is handed.
+    body = OrganizationRead.of(organization).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
+
+
+async def get_fast(request: Request) -> Response | None:
+    """`GET /org/get`'s fast path (`app.kit.routes`): the common request, a bearer token and one
+    valid `organization_name`, answered without FastAPI's dependency resolution (about 40% of
+    this request's CPU). Anything else (an API key, no or another authorization scheme, a
+    missing, repeated, extra or invalid parameter) returns `None` and is answered by the route
+    as declared, so every error keeps its code and its order (401, then 422, then 403, 404)."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization is None or "x-api-key" in headers:
+        return None
+    scheme, token = get_authorization_scheme_param(authorization)
+    params = request.query_params
+    if not token or scheme.lower() != "bearer" or len(params.multi_items()) != 1:
+        return None
+    name = params.get("organization_name")
+    if name is None:
+        return None
+    rules = state_of(request).orgs.names
+    use_rules(rules)  # as the router's `name_rules` does, for the model's name type
+    try:
+        rules.slug(name)
+    except InvalidName:
+        return None  # the route's 422 (every rule, the length too), after its 401 for a bad token
+    caller = await admin_of(request, token)
+    return _encoded(await _visible(request, caller, name))
 
 
 @router.get(
@@ -152,15 +199,13 @@ async def readable(request: Request, organization_name: NameQuery, caller: Calle
         ),
     ),
 )
+@fast_path(get_fast)
 async def get_organization(
     organization: Annotated[Organization, Depends(readable)],
 ) -> Response:
     """An organization by name (matched by slug): the caller's own with a bearer token, any
     with an API key that has the `org:read` scope."""
-    # Encoded here, as FastAPI would (`response_model`, by alias), without its second pass of
-    # validating the model it is handed: the hot path (see `app.deps.current_admin`).
-    body = OrganizationRead.of(organization).model_dump_json(by_alias=True)
-    return Response(body, media_type="application/json")
+    return _encoded(organization)
 
 
 class OrganizationPage(Page[OrganizationRead]):
