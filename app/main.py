@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
             await state.publisher.stop()
             await state.webhooks.stop()
             state.hasher.close()
+            await state.repos.tenants.clusters.close()  # the other clusters' clients
             if own_client:
                 await the_client.close()
             if embedded is not None:

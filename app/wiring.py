@@ -25,6 +25,7 @@ from app.auth.service import AuthService
 from app.auth.tokens import TokenManager
 from app.events.publisher import EventPublisher
 from app.events.store import EventStore
+from app.kit.db import make_client
 from app.kit.events import EventHook
 from app.kit.faults import FaultInjector
 from app.kit.keys import KeyRing
@@ -59,6 +60,7 @@ from app.tenancy.claims import ClaimRepository
 from app.tenancy.collections import TenantCollections
 from app.tenancy.context import OperationContext
 from app.tenancy.operations import OperationRepository
+from app.tenancy.placement import Clusters, PlacementCounts, Topology
 from app.tenancy.reconciler import Reconciler
 from app.webhooks.service import Webhooks
 
@@ -74,6 +76,7 @@ class Repositories:
     claims: ClaimRepository
     ops: OperationRepository
     tenants: TenantCollections
+    placements: PlacementCounts
     login_attempts: LoginAttemptRepository
     revocations: RevocationRepository
     api_keys: ApiKeyRepository
@@ -85,14 +88,18 @@ class Repositories:
     events: EventStore
 
     @classmethod
-    def over(cls, db: Database) -> Repositories:
+    def over(cls, db: Database, clusters: Clusters | None = None) -> Repositories:
+        """Over the control database `db`; tenants on `clusters` (default: all in `db`)."""
+        if clusters is None:
+            clusters = Clusters(db.client, Topology.single(db.name), make=None)
         return cls(
             orgs=OrganizationRepository(db),
             team=TeamRepository(db),
             admins=AdminRepository(db),
             claims=ClaimRepository(db),
             ops=OperationRepository(db),
-            tenants=TenantCollections(db),
+            tenants=TenantCollections(clusters),
+            placements=PlacementCounts(db),
             login_attempts=LoginAttemptRepository(db),
             revocations=RevocationRepository(db),
             api_keys=ApiKeyRepository(db),
@@ -154,6 +161,9 @@ class AppState:
         await self.orgs.probe_store()
         await self.repos.team.upgrade_v1()
         await self.repos.orgs.upgrade_v2()
+        await self.repos.orgs.upgrade_placement(self.repos.tenants.clusters.topology.default)
+        if not await self.repos.placements.counts():  # first start with placement: count once
+            await self.repos.placements.set_all(await self.repos.orgs.placement_counts())
 
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -164,7 +174,9 @@ def build_state(
 ) -> AppState:
     """Wire the stores and services of one process over `client` (the HTTP service and the
     CLI alike); `owner` names the process in the operations it holds."""
-    repos = Repositories.over(client[settings.mongodb_db])
+    topology = Topology.of(settings)
+    clusters = Clusters(client, topology, make=lambda url: make_client(url, settings))
+    repos = Repositories.over(client[settings.mongodb_db], clusters)
     events = EventHook()
     ctx = OperationContext(
         settings=settings,
@@ -194,6 +206,7 @@ def build_state(
         team=repos.team,
         invitations=repos.invitations,
         api_keys=repos.api_keys,
+        counts=repos.placements,
     )
     invitation_tokens = InvitationTokens(keys)
     invitation_mail = InvitationMail(

@@ -48,6 +48,7 @@ async def service_state(settings: Settings) -> AsyncIterator[AppState]:
         yield state
     finally:
         state.hasher.close()
+        await state.repos.tenants.clusters.close()
         await client.close()
 
 

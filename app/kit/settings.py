@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     mongodb_db: str = Field(default="org_service", pattern=r"^[A-Za-z0-9_-]{1,38}$")
     mongodb_timeout_ms: int = Field(default=3000, ge=100, le=60_000)
     mongodb_max_pool_size: int = Field(default=50, ge=1, le=1000)
+    # --- tenant placement (contract v2, section 6; app/tenancy/placement.py) -----------------
+    # `name=url;name=url`: the clusters tenant collections may live on; `main` is MONGODB_URL
+    # (the embedded store without it) and always there. Empty: `main` only.
+    tenant_clusters: SecretStr = SecretStr("")
+    # `cluster=db,db;cluster=db`: each cluster's shared tenant databases. Empty (or a cluster
+    # not named): MONGODB_DB on `main`, none on another cluster.
+    tenant_databases: str = ""
+    # Comma-separated plans whose organizations get a database of their own at creation.
+    dedicated_database_plans: str = ""
 
     # --- embedded nx-27017 store (development without MONGODB_URL) ------------------------
     embedded_data_dir: str = "./data"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from datetime import UTC, datetime
@@ -31,6 +32,16 @@ async def insert_unique(col: Collection, doc: Doc) -> bool:
     except DuplicateKeyError:
         return False
     return True
+
+
+async def aggregate(col: Collection, pipeline: list[Doc]) -> list[Doc]:
+    """Every document an aggregation returns. (PyMongo's async `aggregate` is a coroutine that
+    gives a cursor; the in-memory double's gives the cursor at once.)"""
+    cursor: Any = col.aggregate(pipeline)
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    docs: list[Doc] = await cursor.to_list(None)
+    return docs
 
 
 def new_id() -> str:

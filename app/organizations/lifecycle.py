@@ -120,7 +120,7 @@ class LifecycleService:
         if org is None or org.team is None:
             raise NotFound()
         now = epoch_ms()
-        tenant = await self.tenants.stats(org.collection_name)
+        tenant = await self.tenants.stats(self.tenants.home(org.placement), org.collection_name)
         last_login = await self.admins.last_login_of_org(org_id)
         return OrganizationStats(
             member_count=org.member_count,

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field
 
 from app.events.records import PendingEvent
 from app.kit.store import Doc, Record, StoredTime
+from app.tenancy.placement import Placement
 
 # Where an operation has the record (`status`): only an `active` record is an organization.
 ACTIVE = "active"
@@ -70,6 +71,9 @@ class Organization(Record):
     organization_name: str
     slug: str
     collection_name: str
+    # Where `collection_name` lives (`app.tenancy.placement`); None only on a record written
+    # before placement, until the start-up upgrade records it (`upgrade_placement`).
+    placement: Placement | None = None
     status: str = ACTIVE  # creating | active | deleting
     pending_op: str | None = None  # the operation that holds the record, if any
     admin: AdminSummary  # the primary owner
@@ -114,7 +118,12 @@ class Organization(Record):
         # The admin's token state lives in the team now; only a v1 record holds it here.
         doc = self.model_dump(exclude={"organization_id"})
         doc["admin"] = {"admin_id": self.admin.admin_id, "email": self.admin.email}
-        for sparse in ("external_id", "display_key", "outbox_since_ms"):  # absent, not null
+        for sparse in (
+            "external_id",
+            "display_key",
+            "outbox_since_ms",
+            "placement",
+        ):  # absent, not null
             if doc[sparse] is None:
                 del doc[sparse]
         if doc["order_key"] is None:

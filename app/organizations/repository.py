@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.events.records import PendingEvent
 from app.kit.errors import ExternalIdTaken, OperationInProgress
-from app.kit.store import Collection, Database, Doc, as_utc, insert_unique, utcnow
+from app.kit.store import Collection, Database, Doc, aggregate, as_utc, insert_unique, utcnow
 from app.organizations.events import revision_filter, with_events
 from app.organizations.profile import prefix_range
 from app.organizations.records import (
@@ -24,6 +24,7 @@ from app.organizations.records import (
     Organization,
     order_key,
 )
+from app.tenancy.placement import Placement
 
 __all__ = ["ACTIVE", "CREATING", "DELETING", "OrganizationRepository"]
 
@@ -232,8 +233,10 @@ class OrganizationRepository:
                    "event": pending.to_doc()}  # fmt: skip
             await insert_unique(self.outbox, doc)
 
-    async def delete(self, org_id: str, *, op_id: str) -> None:
-        await self.col.delete_one({"_id": org_id, "pending_op": op_id})
+    async def delete(self, org_id: str, *, op_id: str) -> bool:
+        """Remove the record this operation holds; True when this call removed it."""
+        res = await self.col.delete_one({"_id": org_id, "pending_op": op_id})
+        return res.deleted_count == 1
 
     async def count_active(self) -> int:
         return await self._count({"status": {"$eq": ACTIVE}})
@@ -281,6 +284,23 @@ class OrganizationRepository:
             )
             upgraded += res.modified_count
         return upgraded
+
+    async def upgrade_placement(self, default: Placement) -> int:
+        """Record where the tenant collection of every record written before placement lives:
+        where v1 kept them all (`default`). Nothing moves; one write for them all."""
+        res = await self.col.update_many(
+            {"placement": {"$exists": False}}, {"$set": {"placement": default.model_dump()}}
+        )
+        return res.modified_count
+
+    async def placement_counts(self) -> dict[Placement, int]:
+        """How many organizations (in any state) each database holds, from the records."""
+        pipeline: list[Doc] = [
+            {"$match": {"placement": {"$exists": True}}},
+            {"$group": {"_id": "$placement", "n": {"$sum": 1}}},
+        ]
+        docs = await aggregate(self.col, pipeline)
+        return {Placement.model_validate(d["_id"]): int(d["n"]) for d in docs}
 
     async def list_active(self, *, limit: int, after: str | None = None) -> list[Organization]:
         query: Doc = {"status": ACTIVE}

@@ -25,7 +25,7 @@ from app.deps import (
     require_scope,
     state_of,
 )
-from app.kit.errors import Unauthorized
+from app.kit.errors import Forbidden, Unauthorized
 from app.kit.pagination import Page, decode_cursor, encode_cursor
 from app.kit.responses import BODY_ERRORS, errors
 from app.kit.routes import FastPathRoute, fast_path
@@ -93,7 +93,10 @@ async def create_gate(state: State, key: OptionalKey) -> KeyPrincipal | None:
                 "`invalid_api_key`: the `X-API-Key` sent is unknown or revoked; "
                 "`not_authenticated`: no key while ORG_CREATE_REQUIRES_KEY is set."
             ),
-            s403="`insufficient_scope`: the `X-API-Key` sent lacks the `org:create` scope.",
+            s403=(
+                "`insufficient_scope`: the `X-API-Key` sent lacks the `org:create` scope; "
+                "`forbidden`: a `plan` without an `X-API-Key`."
+            ),
             s409="`organization_exists` (same slug) or `email_taken`.",
             interruptible=True,
         ),
@@ -111,7 +114,10 @@ async def create_organization(
     """Create an organization, its admin and its tenant collection.
 
     Open to anyone unless ORG_CREATE_REQUIRES_KEY is set; then it needs `X-API-Key` with the
-    `org:create` scope (401 without a key, 403 without the scope)."""
+    `org:create` scope (401 without a key, 403 without the scope). Only a key may choose the
+    plan (403 `forbidden` without one)."""
+    if body.plan is not None and key is None:
+        raise Forbidden("Only an API key may choose the plan of a new organization.")
     return await orgs.create(body, actor=key.actor if key else ANONYMOUS, meta=meta)
 
 

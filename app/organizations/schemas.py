@@ -62,6 +62,15 @@ class OrganizationCreate(StrictModel):
     organization_name: OrganizationName
     email: Email
     password: Password
+    plan: Annotated[
+        Plan | SkipJsonSchema[None],
+        Field(
+            description=(
+                "The plan (default `free`); only with an `X-API-Key`. A plan listed in "
+                "DEDICATED_DATABASE_PLANS gives the organization a database of its own."
+            )
+        ),
+    ] = None
 
 
 _UPDATE_FIELDS = ("organization_name", "email", "password")
@@ -149,6 +158,15 @@ class SuspendRequest(StrictModel):
     ] = None
 
 
+class PlacementRead(BaseModel):
+    """Where a tenant collection lives: a cluster named in TENANT_CLUSTERS, and a database."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    cluster: str
+    database: str
+
+
 class AdminRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -171,6 +189,12 @@ class OrganizationRead(BaseModel):
         description="The primary owner (the creator, or whom ownership passed to)."
     )
     member_count: int
+    placement: PlacementRead | None = Field(
+        description=(
+            "Where `collection_name` lives: `{cluster, database}` (null only for a record of a "
+            "replica older than placement, until a start-up records it)."
+        )
+    )
     display_name: str | None
     metadata: dict[str, Any]
     plan: str

@@ -27,6 +27,7 @@ from app.organizations.events import event_actor, org_event
 from app.organizations.profile import search_key
 from app.organizations.records import (
     CREATING,
+    DEFAULT_PLAN,
     DELETING,
     AdminSummary,
     Organization,
@@ -48,6 +49,7 @@ from app.tenancy.context import OperationContext
 from app.tenancy.lease import Hold, OperationLost
 from app.tenancy.names import InvalidName, NameRules, collection_for
 from app.tenancy.operations import Operation, OperationRepository
+from app.tenancy.placement import Placement, choose
 
 log = logging.getLogger("orgsvc.organizations")
 
@@ -81,12 +83,14 @@ class OrganizationService:
         self.ctx = ctx
         self.hasher = hasher
         self.audit = audit
-        self.names = NameRules(db_name=ctx.settings.mongodb_db)
+        self.names = NameRules(db_name=tenants.clusters.topology.longest_database())
 
     async def probe_store(self) -> None:
         """At start-up: does the store take non-ASCII collection names? (The name rules say.)"""
         ascii_only = not await self.tenants.accepts_unicode_names()
-        self.names = NameRules(db_name=self.ctx.settings.mongodb_db, ascii_only=ascii_only)
+        self.names = NameRules(
+            db_name=self.tenants.clusters.topology.longest_database(), ascii_only=ascii_only
+        )
 
     def slug_of(self, name: str) -> str:
         """The slug of `name`, or a 422. (A name from a request model was already checked
@@ -100,6 +104,15 @@ class OrganizationService:
         lease = self.ctx.settings.operation_lease_seconds
         fence = await self.ops.start(op, owner=self.ctx.owner, lease_seconds=lease)
         return Hold(self.ops, op.op_id, fence=fence, lease_seconds=lease)
+
+    async def _place(self, plan: str, org_id: str) -> Placement:
+        """Where a new organization's tenant collection goes (`app.tenancy.placement.choose`)."""
+        clusters = self.tenants.clusters
+        counts = await self.steps.counts.counts()
+        return choose(
+            clusters.topology, counts, plan=plan, organization_id=org_id,
+            reachable=clusters.reachable(),
+        )  # fmt: skip
 
     async def count_active(self) -> int:
         """How many organizations are active (the metrics gauge)."""
@@ -126,12 +139,14 @@ class OrganizationService:
             raise EmailTaken()
         password_hash = await self.hasher.hash(body.password)
 
+        org_id, plan = new_id(), body.plan or DEFAULT_PLAN
         op = CreateOp(
             actor=event_actor(actor),
             op_id=uuid.uuid4().hex,
-            organization_id=new_id(),
+            organization_id=org_id,
             admin_id=new_id(),
             slug=slug,
+            placement=await self._place(plan, org_id),
         )
         async with await self._start(op) as hold:
             try:
@@ -169,6 +184,8 @@ class OrganizationService:
             organization_name=body.organization_name,
             slug=op.slug,
             collection_name=collection,
+            placement=op.placement,
+            plan=body.plan or DEFAULT_PLAN,
             status=CREATING,
             pending_op=op.op_id,
             admin=AdminSummary(admin_id=op.admin_id, email=body.email),
@@ -187,6 +204,7 @@ class OrganizationService:
             # an older release): the name is taken; touch nothing of theirs.
             await self.steps.undo_create(op, hold)
             raise OrganizationExists()
+        await self.steps.counts.add(self.tenants.home(op.placement), +1)
         fault("create.after_org")
         await hold.check()
         inserted = await self.admins.insert(
@@ -201,8 +219,9 @@ class OrganizationService:
             raise EmailTaken()
         fault("create.after_admin")
         await hold.check()
-        if not await self.tenants.create(collection) and not await self.tenants.is_empty(
-            collection
+        where = self.tenants.home(op.placement)
+        if not await self.tenants.create(where, collection) and not await self.tenants.is_empty(
+            where, collection
         ):
             # Documents under a name nobody holds: never hand them to a new tenant.
             log.error("create %s found a non-empty orphan %s; refusing", op.op_id, collection)
@@ -245,7 +264,9 @@ class OrganizationService:
     async def document_count(self, org: Organization) -> int:
         """How many documents the organization's tenant collection holds (the store's count
         from its metadata, not a scan)."""
-        return await self.tenants.estimated_count(org.collection_name)
+        return await self.tenants.estimated_count(
+            self.tenants.home(org.placement), org.collection_name
+        )
 
     async def list_page(
         self, *, limit: int, after: str | None

@@ -27,6 +27,7 @@ from app.tenancy.collections import TenantCollections
 from app.tenancy.lease import Hold, OperationLost
 from app.tenancy.names import collection_for
 from app.tenancy.operations import Operation
+from app.tenancy.placement import Placement, PlacementCounts
 
 Fault = Callable[[str], None]
 MAX_TRIES = 20  # compare-and-set rounds on the record's revision
@@ -52,6 +53,7 @@ class CreateOp(OrgOperation):
     kind: Literal["create"] = "create"
     admin_id: str
     slug: str
+    placement: Placement | None = None  # None: an intent of before placement (the default)
 
 
 class RenameOp(OrgOperation):
@@ -103,8 +105,10 @@ class OrganizationSteps:
         team: TeamRepository,
         invitations: InvitationRepository,
         api_keys: ApiKeyRepository,
+        counts: PlacementCounts,
     ) -> None:
         self.orgs = orgs
+        self.counts = counts
         self.api_keys = api_keys
         self.team = team
         self.invitations = invitations
@@ -121,7 +125,7 @@ class OrganizationSteps:
         holder.
         """
         org_id, slug = op.organization_id, op.slug
-        collection = collection_for(slug)
+        collection, where = collection_for(slug), self.tenants.home(op.placement)
         claim = await self.claims.owner(slug)
         if (
             claim is not None
@@ -133,9 +137,10 @@ class OrganizationSteps:
             # The slug is ours, so nobody else can have made this collection.
             if hold is not None:
                 await hold.check()
-            await self.tenants.drop(collection)
+            await self.tenants.drop(where, collection)
         await self.admins.delete_if_of(op.admin_id, org_id=org_id)
-        await self.orgs.delete(org_id, op_id=op.op_id)
+        if await self.orgs.delete(org_id, op_id=op.op_id):
+            await self.counts.add(where, -1)  # only the run that removed the record counts it
         await self.claims.release_for_op(slug, op_id=op.op_id)
         if hold is not None:
             await hold.finish()
@@ -176,7 +181,9 @@ class OrganizationSteps:
         slug."""
         new_collection = collection_for(op.to_slug)
         await hold.check()
-        await self.tenants.rename(org.collection_name, new_collection)
+        await self.tenants.rename(
+            self.tenants.home(org.placement), org.collection_name, new_collection
+        )
         fault("rename.after_collection")
         await hold.check()
         fields = {
@@ -211,7 +218,7 @@ class OrganizationSteps:
         """Roll a committed delete forward: drop the collection, the admins, the record, the
         claims."""
         await hold.check()
-        await self.tenants.drop(org.collection_name)
+        await self.tenants.drop(self.tenants.home(org.placement), org.collection_name)
         fault("delete.after_drop")
         await hold.check()
         await self.admins.delete_of_org(org.organization_id)
@@ -220,7 +227,8 @@ class OrganizationSteps:
         fault("delete.after_admins")
         await hold.check()
         await self._stage_deleted(op)
-        await self.orgs.delete(org.organization_id, op_id=op.op_id)
+        if await self.orgs.delete(org.organization_id, op_id=op.op_id):
+            await self.counts.add(self.tenants.home(org.placement), -1)
         fault("delete.after_record")
         await self.claims.release_all(org.organization_id)
         await hold.finish()

@@ -229,5 +229,6 @@ def organization_reconciler(repos: Repositories, settings: Settings, owner: str)
         team=repos.team,
         invitations=repos.invitations,
         api_keys=repos.api_keys,
+        counts=repos.placements,
     )
     return Reconciler(repos.ops, {kind: steps.reconcile for kind in KINDS}, ctx)

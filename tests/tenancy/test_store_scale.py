@@ -34,6 +34,7 @@ from pymongo import AsyncMongoClient, MongoClient, ReturnDocument
 from app.kit.db import free_port
 from app.kit.nxserver import patch
 from app.tenancy.collections import TenantCollections
+from app.tenancy.placement import Clusters, Topology
 
 EXTRA = 1500  # tenant collections added between the two counts
 RUNS = 3  # of each operation at each size; the least is kept
@@ -163,7 +164,8 @@ async def _count_both(store: InProcessStore) -> dict[str, tuple[Work, Work]]:
 async def _each(store: InProcessStore, client: AsyncMongoClient[Any]) -> dict[str, Work]:
     db = client["scale"]
     org, ops = db["organizations"], db["ops"]
-    tenants = TenantCollections(db)
+    tenants = TenantCollections(Clusters(db.client, Topology.single(db.name), None))
+    here = tenants.home(None)
     seq = iter(range(10**6))
 
     async def insert_delete() -> None:
@@ -180,9 +182,9 @@ async def _each(store: InProcessStore, client: AsyncMongoClient[Any]) -> dict[st
             {"_id": "o1"}, {"$inc": {"n": 1}}, return_document=ReturnDocument.AFTER
         ),
         "insert_one + delete_one": insert_delete,
-        "TenantCollections.exists (there)": lambda: tenants.exists("org_acme"),
-        "TenantCollections.exists (not there)": lambda: tenants.exists("org_missing"),
-        "TenantCollections.create (already there)": lambda: tenants.create("org_acme"),
+        "TenantCollections.exists (there)": lambda: tenants.exists(here, "org_acme"),
+        "TenantCollections.exists (not there)": lambda: tenants.exists(here, "org_missing"),
+        "TenantCollections.create (already there)": lambda: tenants.create(here, "org_acme"),
     }
     found: dict[str, Work] = {}
     for name, op in operations.items():
@@ -245,14 +247,15 @@ async def test_list_collections_by_name_answers_for_that_name_only(scale_db: Any
 
 
 async def test_tenant_collections_exist_and_create_as_before(scale_db: Any) -> None:
-    tenants = TenantCollections(scale_db)
-    assert await tenants.exists("org_acme")
-    assert not await tenants.exists("org_new")
-    assert await tenants.create("org_new") is True
-    assert await tenants.create("org_new") is False  # already there: left as it is
-    assert await tenants.exists("org_new")
-    await tenants.drop("org_new")
-    assert not await tenants.exists("org_new")
+    tenants = TenantCollections(Clusters(scale_db.client, Topology.single(scale_db.name), None))
+    here = tenants.home(None)
+    assert await tenants.exists(here, "org_acme")
+    assert not await tenants.exists(here, "org_new")
+    assert await tenants.create(here, "org_new") is True
+    assert await tenants.create(here, "org_new") is False  # already there: left as it is
+    assert await tenants.exists(here, "org_new")
+    await tenants.drop(here, "org_new")
+    assert not await tenants.exists(here, "org_new")
 
 
 async def test_finds_inserts_and_deletes_see_the_collections_that_exist(scale_db: Any) -> None:
