@@ -26,6 +26,7 @@ from app.kit.settings import Settings, get_settings
 from app.members import router as members_router
 from app.ops import health
 from app.ops import metrics as metrics_router
+from app.organizations import move_router
 from app.organizations import operator as operator_router
 from app.organizations import router as org_router
 from app.pages import reset as reset_page
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         finally:
             # uvicorn has drained in-flight requests by now; stop what runs in the background.
             await state.reconciler.stop()
+            await state.moves.stop()
             await state.auth_cache.stop()
             await state.mail.stop()
             await state.publisher.stop()
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.add_middleware(RequestContextMiddleware, observers=[metrics.observe_request])
     app.include_router(org_router.router)
     app.include_router(operator_router.router)
+    app.include_router(move_router.router)
     app.include_router(org_keys_router.router)
     app.include_router(webhooks_router.router)
     app.include_router(events_router.router)

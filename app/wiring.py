@@ -43,6 +43,7 @@ from app.members.steps import KINDS as TEAM_KINDS
 from app.members.steps import TeamSteps
 from app.members.tokens import InvitationTokens
 from app.organizations.lifecycle import LifecycleService
+from app.organizations.moves import MoveRecords, Moves
 from app.organizations.repository import OrganizationRepository
 from app.organizations.service import OrganizationService
 from app.organizations.steps import KINDS, OrganizationSteps
@@ -77,6 +78,7 @@ class Repositories:
     ops: OperationRepository
     tenants: TenantCollections
     placements: PlacementCounts
+    moves: MoveRecords
     login_attempts: LoginAttemptRepository
     revocations: RevocationRepository
     api_keys: ApiKeyRepository
@@ -100,6 +102,7 @@ class Repositories:
             ops=OperationRepository(db),
             tenants=TenantCollections(clusters),
             placements=PlacementCounts(db),
+            moves=MoveRecords(db),
             login_attempts=LoginAttemptRepository(db),
             revocations=RevocationRepository(db),
             api_keys=ApiKeyRepository(db),
@@ -126,6 +129,7 @@ class Repositories:
         await self.sessions.ensure_indexes()
         await self.events.ensure_indexes()
         await self.resets.ensure_indexes()
+        await self.moves.ensure_indexes()
 
 
 @dataclass(slots=True)
@@ -150,6 +154,7 @@ class AppState:
     recovery: RecoveryService
     lifecycle: LifecycleService
     webhooks: Webhooks
+    moves: Moves
     publisher: EventPublisher
     auth_cache: AuthCache
 
@@ -231,11 +236,16 @@ def build_state(
     team_steps = TeamSteps(
         repos.team, repos.admins, repos.invitations, repos.outbox, mail_queued=mail.kick
     )
+    moves = Moves(
+        orgs=repos.orgs, ops=repos.ops, records=repos.moves, tenants=repos.tenants,
+        counts=repos.placements, ctx=ctx, audit=audit_log,
+    )  # fmt: skip
     reconciler = Reconciler(
         repos.ops,
         # Each kind of operation is finished or undone by the feature that owns it.
         {
             **{kind: steps.reconcile for kind in KINDS},
+            "move": moves.reconcile,
             **{kind: team_steps.reconcile for kind in TEAM_KINDS},
         },
         ctx,
@@ -295,6 +305,7 @@ def build_state(
         orgs=orgs,
         auth=auth,
         reconciler=reconciler,
+        moves=moves,
         audit=audit_log,
         api_keys=ApiKeyService(repos.api_keys, audit_log, events, orgs=repos.orgs),
         events=events,

@@ -87,6 +87,11 @@ OPERATIONS: dict[tuple[str, str], tuple[list[dict[str, list[str]]] | None, set[s
         [KEY],
         {"200", "400", "401", "403", "404", "409", "413", "422", "503"},
     ),
+    ("post", "/orgs/{organization_id}/move"): (
+        [KEY],
+        {"202", "400", "401", "403", "404", "409", "413", "422", "503"},
+    ),
+    ("get", "/operations/{operation_id}"): ([KEY], {"200", "401", "403", "404", "422", "503"}),
     ("post", "/orgs/{organization_id}/restore"): (
         [KEY],
         {"200", "401", "403", "404", "409", "422", "503"},

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pymongo.errors import CollectionInvalid, OperationFailure
 
-from app.kit.store import Database
+from app.kit.store import Collection, Database
 from app.tenancy.names import assert_safe_collection
 from app.tenancy.placement import Clusters, Placement
 
@@ -40,6 +40,11 @@ class TenantCollections:
         """Where a record's (or an intent's) tenant collection lives: its placement, or for one
         written before placement, where v1 kept every tenant."""
         return placement if placement is not None else self.clusters.topology.default
+
+    def collection(self, where: Placement, name: str) -> Collection:
+        """The tenant collection itself (a move copies it)."""
+        assert_safe_collection(name)
+        return self._db(where)[name]
 
     def _db(self, where: Placement) -> Database:
         return self.clusters.db(where)

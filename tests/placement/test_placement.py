@@ -1,0 +1,284 @@
+"""Tenant placement on real stores: two nx-27017 processes stand in for two clusters (`main` and
+`eu`), each holding several databases. New organizations spread over the shared databases, a
+dedicated plan gets a database of its own, rename and delete act where the tenant is, a move
+carries every document and index across clusters, and a cluster that is down fails only its own
+tenants' operations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from app.kit.db import EmbeddedMongo, free_port
+from app.kit.watch import LocalWrites
+from tests.support.apps import app_client, make_settings, new_key
+from tests.support.clients import PASSWORD, bearer, create_and_login
+from tests.support.processes import stop_process
+from tests.support.stores import start_nx
+
+pytestmark = pytest.mark.realstore
+
+
+@dataclass
+class Site:
+    http: httpx.AsyncClient
+    app: FastAPI
+    db: str  # the control database (MONGODB_DB), also main's first tenant database
+    main: AsyncMongoClient[Any]
+    eu: AsyncMongoClient[Any]
+    eu_server: EmbeddedMongo
+
+    def client(self, cluster: str) -> AsyncMongoClient[Any]:
+        return self.main if cluster == "main" else self.eu
+
+    async def collections(self, placement: dict[str, str]) -> list[str]:
+        names = await self.client(placement["cluster"])[
+            placement["database"]
+        ].list_collection_names()
+        return sorted(n for n in names if n.startswith("org_"))
+
+    async def operator(self, *scopes: str) -> dict[str, str]:
+        return {"X-API-Key": await new_key(self.app, *scopes, name=uuid.uuid4().hex[:8])}
+
+
+@pytest.fixture(scope="module")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EmbeddedMongo, EmbeddedMongo]]:
+    """Two nx-27017 processes: the clusters `main` and `eu`."""
+    main = EmbeddedMongo(tmp_path_factory.mktemp("main"), port=free_port())
+    eu = EmbeddedMongo(tmp_path_factory.mktemp("eu"), port=free_port())
+    procs = [start_nx(main), start_nx(eu)]
+    yield main, eu
+    for proc in procs:
+        stop_process(proc)
+
+
+@pytest.fixture
+async def site(servers: tuple[EmbeddedMongo, EmbeddedMongo]) -> AsyncIterator[Site]:
+    main_server, eu_server = servers
+    db = "p_" + uuid.uuid4().hex[:10]
+    settings = make_settings(
+        mongodb_db=db,
+        tenant_clusters=f"eu={eu_server.url}",
+        tenant_databases=f"main={db},{db}_b;eu={db}_eu",
+        dedicated_database_plans="enterprise",
+    )
+    main: AsyncMongoClient[Any] = AsyncMongoClient(
+        main_server.url, tz_aware=True, event_listeners=[LocalWrites()]
+    )
+    eu: AsyncMongoClient[Any] = AsyncMongoClient(eu_server.url, serverSelectionTimeoutMS=2000)
+    try:
+        async with app_client(settings, main) as (http, app):
+            yield Site(http, app, db, main, eu, eu_server)
+    finally:
+        await main.close()
+        await eu.close()
+
+
+def unique(name: str) -> str:
+    return f"{name} {uuid.uuid4().hex[:6]}"
+
+
+async def create(site: Site, name: str, **extra: Any) -> dict[str, Any]:
+    body = {"organization_name": name, "email": f"{uuid.uuid4().hex[:8]}@x.com",
+            "password": PASSWORD, **extra}  # fmt: skip
+    headers = await site.operator("org:create") if "plan" in extra else {}
+    res = await site.http.post("/org/create", json=body, headers=headers)
+    assert res.status_code == 201, res.text
+    org: dict[str, Any] = res.json()
+    return org
+
+
+async def test_new_organizations_spread_over_every_shared_database(site: Site) -> None:
+    orgs = [await create(site, unique("Spread")) for _ in range(6)]
+    placements = [(o["placement"]["cluster"], o["placement"]["database"]) for o in orgs]
+    expected = {("main", site.db), ("main", f"{site.db}_b"), ("eu", f"{site.db}_eu")}
+    assert set(placements) == expected
+    assert all(placements.count(p) == 2 for p in expected), placements  # fewest tenants first
+    for org in orgs:
+        # The collection is where the record says, and nowhere else.
+        assert org["collection_name"] in await site.collections(org["placement"])
+        others = [{"cluster": c, "database": d} for c, d in expected - {
+            (org["placement"]["cluster"], org["placement"]["database"])}]  # fmt: skip
+        for other in others:
+            assert org["collection_name"] not in await site.collections(other)
+    counts = {d["_id"]: d["tenants"] async for d in site.main[site.db]["placements"].find()}
+    assert counts == {f"{c}/{d}": 2 for c, d in expected}
+
+
+async def test_a_dedicated_plan_gets_its_own_database_and_delete_drops_it(site: Site) -> None:
+    name = unique("Société Générale")  # Unicode names on a dedicated database too
+    org = await create(site, name, plan="enterprise")
+    own = f"orgdata_{org['organization_id']}"
+    assert org["placement"] == {"cluster": "main", "database": own}  # main: fewest tenants
+    assert await site.collections(org["placement"]) == [org["collection_name"]]
+    login = await site.http.post(
+        "/admin/login", json={"email": org["admin"]["email"], "password": PASSWORD}
+    )
+    token = login.json()["access_token"]
+    res = await site.http.delete(
+        "/org/delete", params={"organization_name": name}, headers=bearer(token)
+    )
+    assert res.status_code == 204, res.text
+    assert own not in await site.main.list_database_names()
+
+
+async def test_a_plan_at_creation_needs_an_api_key(site: Site) -> None:
+    body = {"organization_name": unique("Plan"), "email": "p@x.com", "password": PASSWORD,
+            "plan": "enterprise"}  # fmt: skip
+    res = await site.http.post("/org/create", json=body)
+    assert res.status_code == 403 and res.json()["code"] == "forbidden", res.text
+
+
+async def test_rename_and_delete_act_where_the_tenant_is(site: Site) -> None:
+    # Fill main's two databases first, so that the third organization lands on `eu`.
+    for _ in range(2):
+        await create(site, unique("Filler"))
+    name = unique("Zürich Bank")
+    org, token = await create_and_login(site.http, name)
+    assert org["placement"]["cluster"] == "eu", org["placement"]
+    where = org["placement"]
+    tenant = site.eu[where["database"]][org["collection_name"]]
+    await tenant.insert_many([{"_id": i, "v": i} for i in range(50)])
+    new_name = unique("Zürich Bank Neu")
+    res = await site.http.put(
+        "/org/update", json={"organization_name": new_name}, headers=bearer(token)
+    )
+    assert res.status_code == 200, res.text
+    renamed = res.json()
+    assert renamed["placement"] == where
+    assert await site.collections(where) == [renamed["collection_name"]]
+    assert await site.eu[where["database"]][renamed["collection_name"]].count_documents({}) == 50
+    res = await site.http.delete(
+        "/org/delete", params={"organization_name": new_name}, headers=bearer(token)
+    )
+    assert res.status_code == 204, res.text
+    assert await site.collections(where) == []
+
+
+async def wait_done(site: Site, op_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    for _ in range(600):
+        res = await site.http.get(f"/operations/{op_id}", headers=headers)
+        assert res.status_code == 200, res.text
+        if res.json()["status"] not in ("pending", "running"):
+            found: dict[str, Any] = res.json()
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"move {op_id} did not end: {res.json()}")
+
+
+async def test_a_move_across_clusters_keeps_every_document_and_index(site: Site) -> None:
+    name = unique("Mover")
+    org, token = await create_and_login(site.http, name)
+    source = org["placement"]
+    assert source == {"cluster": "main", "database": site.db}
+    tenant = site.main[site.db][org["collection_name"]]
+    docs = [{"_id": i, "email": f"u{i}@x.com", "n": i, "tags": ["a", i % 7]} for i in range(10_000)]
+    await tenant.insert_many(docs)
+    await tenant.create_index("email", unique=True, name="email_unique")
+    # (nx-27017 names indexes itself: compare with what the source has)
+    source_indexes = {i["name"]: i async for i in await tenant.list_indexes()}
+    assert len(source_indexes) == 2
+    mover = await site.operator("org:move")
+    target = {"cluster": "eu", "database": f"{site.db}_eu"}
+
+    res = await site.http.post(f"/orgs/{org['organization_id']}/move", json=target, headers=mover)
+    assert res.status_code == 202, res.text
+    op_id = res.json()["operation_id"]
+    # While it runs: rename, delete and another move are refused.
+    busy = [
+        await site.http.put("/org/update", json={"organization_name": unique("X")},
+                            headers=bearer(token)),
+        await site.http.delete("/org/delete", params={"organization_name": name},
+                               headers=bearer(token)),
+        await site.http.post(f"/orgs/{org['organization_id']}/move", json=source, headers=mover),
+    ]  # fmt: skip
+    assert [(r.status_code, r.json()["code"]) for r in busy] == [(409, "operation_in_progress")] * 3
+    done = await wait_done(site, op_id, mover)
+    assert done["status"] == "done", done
+    assert done["progress"] == {"phase": "done", "copied": 10_000, "total": 10_000}
+
+    moved = site.eu[target["database"]][org["collection_name"]]
+    assert await moved.count_documents({}) == 10_000
+    # (in Python's order: nx-27017 sorts integer `_id`s as text)
+    assert sorted([d async for d in moved.find({})], key=lambda d: d["_id"]) == docs
+    indexes = {i["name"]: i async for i in await moved.list_indexes()}
+    assert indexes == source_indexes
+    assert [i.get("unique") for i in indexes.values()] == [None, True]
+    with pytest.raises(DuplicateKeyError):  # and the unique index holds there
+        await moved.insert_one({"_id": "again", "email": "u1@x.com"})
+    assert org["collection_name"] not in await site.collections(source)  # source dropped
+    got = await site.http.get("/org/get", params={"organization_name": name}, headers=bearer(token))
+    assert got.json()["placement"] == target
+    # The events around it: moving (still at the source), then moved (at the target).
+    events = await site.http.get(
+        "/events", params={"organization_id": org["organization_id"]},
+        headers=await site.operator("events:read"),
+    )  # fmt: skip
+    assert events.status_code == 200, events.text
+    feed = [(e["type"], e["data"]["placement"]) for e in events.json()["items"]
+            if e["type"].startswith("organization.mov")]  # fmt: skip
+    assert feed == [("organization.moving", source), ("organization.moved", target)], feed
+
+
+async def test_move_refuses_what_is_not_a_placement(site: Site) -> None:
+    org = await create(site, unique("Stay"))
+    mover = await site.operator("org:move")
+    url = f"/orgs/{org['organization_id']}/move"
+    cases = [
+        ({"cluster": "nowhere", "database": site.db}, 422, "unknown_placement"),
+        ({"cluster": "main", "database": "admin"}, 422, "unknown_placement"),
+        ({"cluster": "main", "database": "orgdata_0123456789abcdef01234567"}, 422,
+         "unknown_placement"),  # another organization's own database
+        ({"cluster": "main", "database": "a.b"}, 422, "validation_error"),
+        (org["placement"], 409, "already_placed"),
+    ]  # fmt: skip
+    for body, status, code in cases:
+        res = await site.http.post(url, json=body, headers=mover)
+        assert (res.status_code, res.json()["code"]) == (status, code), (body, res.text)
+    writer = await site.operator("org:write")
+    res = await site.http.post(url, json={"cluster": "eu", "database": f"{site.db}_eu"},
+                               headers=writer)  # fmt: skip
+    assert res.status_code == 403, res.text
+    assert (await site.http.get("/operations/nope", headers=mover)).status_code == 404
+
+
+async def test_a_cluster_down_fails_only_its_own_tenants(site: Site) -> None:
+    here = await create(site, unique("Here"))
+    await create(site, unique("Here Too"))
+    there = await create(site, unique("There"))
+    assert there["placement"]["cluster"] == "eu"
+    reader = await site.operator("org:read")
+    ready = await site.http.get("/ready")
+    assert ready.json()["clusters"] == {"main": "up", "eu": "up"}
+
+    # Stand `eu` down (stopped: its port takes connections and answers nothing).
+    proc_pid = _pid_of(site.eu_server)
+    os.kill(proc_pid, signal.SIGSTOP)
+    try:
+        stats_there = await site.http.get(f"/orgs/{there['organization_id']}/stats", headers=reader)
+        stats_here = await site.http.get(f"/orgs/{here['organization_id']}/stats", headers=reader)
+        ready = await site.http.get("/ready")
+        created = await create(site, unique("Created While Down"))
+    finally:
+        os.kill(proc_pid, signal.SIGCONT)
+    assert stats_there.status_code == 503, stats_there.text
+    assert stats_here.status_code == 200, stats_here.text
+    assert ready.status_code == 200 and ready.json()["clusters"] == {"main": "up", "eu": "down"}
+    assert created["placement"]["cluster"] == "main"  # the cluster that is down is passed over
+
+
+def _pid_of(server: EmbeddedMongo) -> int:
+    return int(server.pid_file.read_text().strip())
