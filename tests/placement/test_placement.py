@@ -11,10 +11,11 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+import pymongo
 import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
@@ -282,3 +283,46 @@ async def test_a_cluster_down_fails_only_its_own_tenants(site: Site) -> None:
 
 def _pid_of(server: EmbeddedMongo) -> int:
     return int(server.pid_file.read_text().strip())
+
+
+async def test_a_move_whose_source_changed_is_rolled_back_and_the_source_kept(
+    site: Site, servers: tuple[EmbeddedMongo, EmbeddedMongo]
+) -> None:
+    """A tenant written to during the copy (its writers did not pause on
+    `organization.moving`) fails verification: the move is rolled back, the target dropped,
+    the source kept with every document, and the record unlocked where it was."""
+    name = unique("Busy Writer")
+    org, token = await create_and_login(site.http, name)
+    source = org["placement"]
+    tenant = site.main[source["database"]][org["collection_name"]]
+    await tenant.insert_many([{"_id": i} for i in range(2_500)])
+    moves = site.app.state.svc.moves
+
+    def late_writer(point: str) -> None:
+        if point == "move.after_indexes":  # copied, not yet verified: a writer that did not pause
+            sync: pymongo.MongoClient[Any] = pymongo.MongoClient(servers[0].url)
+            with sync:
+                sync[source["database"]][org["collection_name"]].insert_one({"_id": "late"})
+
+    moves.ctx = replace(moves.ctx, fault=late_writer)
+    mover = await site.operator("org:move")
+    target = {"cluster": "eu", "database": f"{site.db}_eu"}
+    res = await site.http.post(f"/orgs/{org['organization_id']}/move", json=target, headers=mover)
+    assert res.status_code == 202, res.text
+    ended = await wait_done(site, res.json()["operation_id"], mover)
+    assert ended["status"] == "rolled_back", ended
+    assert ended["error"] == "verification failed: 2501 documents at the source, 2500 at the target"
+    assert await tenant.count_documents({}) == 2_501  # the source, every document
+    assert org["collection_name"] not in await site.collections(target)  # the copy dropped
+    got = await site.http.get("/org/get", params={"organization_name": name}, headers=bearer(token))
+    assert got.json()["placement"] == source
+    renamed = await site.http.put(
+        "/org/update", json={"organization_name": unique("Still Here")}, headers=bearer(token)
+    )
+    assert renamed.status_code == 200, renamed.text  # unlocked
+    events = await site.http.get(
+        "/events", params={"organization_id": org["organization_id"]},
+        headers=await site.operator("events:read"),
+    )  # fmt: skip
+    moved = [e["data"] for e in events.json()["items"] if e["type"] == "organization.moved"]
+    assert [(d["outcome"], d["placement"]) for d in moved] == [("rolled_back", source)]
