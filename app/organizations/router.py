@@ -116,7 +116,7 @@ async def create_organization(
     Open to anyone unless ORG_CREATE_REQUIRES_KEY is set; then it needs `X-API-Key` with the
     `org:create` scope (401 without a key, 403 without the scope). Only a key may choose the
     plan (403 `forbidden` without one)."""
-    if body.plan is not None and key is None:
+    if "plan" in body.model_fields_set and key is None:
         raise Forbidden("Only an API key may choose the plan of a new organization.")
     return await orgs.create(body, actor=key.actor if key else ANONYMOUS, meta=meta)
 

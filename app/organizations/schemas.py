@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from app.auth.schemas import Password
 from app.kit.fields import Email, StrictModel, UtcTime, no_null
 from app.organizations.profile import DisplayName, ExternalId, MaxMembers, Metadata, Plan
-from app.organizations.records import Organization
+from app.organizations.records import DEFAULT_PLAN, Organization
 from app.tenancy.names import MAX_NAME_CHARS, InvalidName, current_rules
 
 NAME_FORMAT = "organization-name"
@@ -63,14 +63,14 @@ class OrganizationCreate(StrictModel):
     email: Email
     password: Password
     plan: Annotated[
-        Plan | SkipJsonSchema[None],
+        Plan,
         Field(
             description=(
-                "The plan (default `free`); only with an `X-API-Key`. A plan listed in "
-                "DEDICATED_DATABASE_PLANS gives the organization a database of its own."
+                "The plan; only with an `X-API-Key`. A plan listed in DEDICATED_DATABASE_PLANS "
+                "gives the organization a database of its own."
             )
         ),
-    ] = None
+    ] = DEFAULT_PLAN
 
 
 _UPDATE_FIELDS = ("organization_name", "email", "password")

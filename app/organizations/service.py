@@ -27,7 +27,6 @@ from app.organizations.events import event_actor, org_event
 from app.organizations.profile import search_key
 from app.organizations.records import (
     CREATING,
-    DEFAULT_PLAN,
     DELETING,
     AdminSummary,
     Organization,
@@ -139,7 +138,7 @@ class OrganizationService:
             raise EmailTaken()
         password_hash = await self.hasher.hash(body.password)
 
-        org_id, plan = new_id(), body.plan or DEFAULT_PLAN
+        org_id, plan = new_id(), body.plan
         op = CreateOp(
             actor=event_actor(actor),
             op_id=uuid.uuid4().hex,
@@ -185,7 +184,7 @@ class OrganizationService:
             slug=op.slug,
             collection_name=collection,
             placement=op.placement,
-            plan=body.plan or DEFAULT_PLAN,
+            plan=body.plan,
             status=CREATING,
             pending_op=op.op_id,
             admin=AdminSummary(admin_id=op.admin_id, email=body.email),

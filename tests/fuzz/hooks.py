@@ -547,6 +547,10 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
     webhook calls in three name a registered endpoint."""
     if not _is_positive(case):
         return
+    if _has_metadata(case) and not _metadata_rule(case.body["metadata"]):
+        # The stateful phase fills fields from earlier responses after `map_case` (an inferred
+        # link can add another organization's metadata keys to a bound): one of the bounds.
+        case.body = {**case.body, "metadata": next(_bounds)}
     path = case.operation.path
     if path == "/events":
         case.query = _real_events_query(dict(case.query or {}))
@@ -564,6 +568,20 @@ def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
         found = _real_organization_id(path)
         if found is not None:
             case.path_parameters = {**(case.path_parameters or {}), "organization_id": found}
+    if path.endswith("/move"):
+        # A place this deployment has (any other is the contract's 422 `unknown_placement`):
+        # the organization's own database (a real move), or the shared one (409 if it is there).
+        org_id = (case.path_parameters or {}).get("organization_id", "")
+        own = {"cluster": "main", "database": f"orgdata_{org_id}"}
+        case.body = own if next(_picks) % 2 else {"cluster": "main", "database": DB_NAME}
+        return
+    if path.startswith("/orgs/{organization_id}"):
+        return
+    if path == "/operations/{operation_id}" and next(_real_ids) % 2:
+        moves = _ids(_db().moves.find({}, {"_id": 1}))
+        if moves:
+            chosen = moves[next(_picks) % len(moves)]
+            case.path_parameters = {**(case.path_parameters or {}), "operation_id": chosen}
         return
     if path == "/org/api-keys/{key_id}" and next(_real_ids) % 2:
         token = (case.headers or {}).get("Authorization", "").removeprefix("Bearer ")
@@ -646,8 +664,12 @@ class FreshAdmin:
         case.headers = case.headers or {}
         path = case.operation.path
         # The operator API, the event feed and the webhooks API take the service key only.
-        operator = path in ("/orgs", "/events") or path.startswith(("/orgs/", "/webhooks"))
-        if operator or path == "/org/list" or (path == "/org/get" and turn % 3 == 0):
+        operator = path in ("/orgs", "/events") or path.startswith(
+            ("/orgs/", "/webhooks", "/operations/")
+        )
+        # Only a key may choose the plan of a new organization (a 403 without one).
+        planned = path == "/org/create" and isinstance(case.body, dict) and "plan" in case.body
+        if operator or planned or path == "/org/list" or (path == "/org/get" and turn % 3 == 0):
             case.headers["X-API-Key"] = API_KEY
         else:
             case.headers["Authorization"] = f"Bearer {data['token']}"

@@ -116,7 +116,8 @@ def main() -> int:
             asyncio.run(service.start())
             made = subprocess.run(
                 [sys.executable, "-m", "app.cli", "api-key", "create", "--name", "fuzz",
-                 "--scopes", "org:read,org:create,org:list,org:write,events:read,webhooks:manage"],
+                 "--scopes", "org:read,org:create,org:list,org:write,org:move,events:read,"
+                 "webhooks:manage"],
                 cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True,
             )  # fmt: skip
             key = json.loads(made.stdout)["key"]
