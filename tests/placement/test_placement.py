@@ -103,7 +103,9 @@ async def create(site: Site, name: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_new_organizations_spread_over_every_shared_database(site: Site) -> None:
-    orgs = [await create(site, unique("Spread")) for _ in range(6)]
+    # Unicode names, on every placement (a collection name of non-ASCII letters in each).
+    orgs = [await create(site, unique("Ünïcødé Spréad")) for _ in range(6)]
+    assert all(o["collection_name"].startswith("org_ünïcødé_spréad") for o in orgs)
     placements = [(o["placement"]["cluster"], o["placement"]["database"]) for o in orgs]
     expected = {("main", site.db), ("main", f"{site.db}_b"), ("eu", f"{site.db}_eu")}
     assert set(placements) == expected
@@ -326,3 +328,24 @@ async def test_a_move_whose_source_changed_is_rolled_back_and_the_source_kept(
     )  # fmt: skip
     moved = [e["data"] for e in events.json()["items"] if e["type"] == "organization.moved"]
     assert [(d["outcome"], d["placement"]) for d in moved] == [("rolled_back", source)]
+
+
+async def test_records_of_before_placement_get_the_default_at_start_up(site: Site) -> None:
+    """An organization written by a release before placement has no `placement`: a start-up
+    records where v1 kept every tenant (nothing moves), and sets the counts from the records
+    when there are none."""
+    org, token = await create_and_login(site.http, unique("Old Timer"))
+    records = site.main[site.db]["organizations"]
+    await records.update_one({"_id": org["organization_id"]}, {"$unset": {"placement": ""}})
+    await site.main[site.db]["placements"].delete_many({})
+    got = await site.http.get(
+        "/org/get", params={"organization_name": org["organization_name"]}, headers=bearer(token)
+    )
+    assert got.json()["placement"] is None  # until a start-up records it
+    await site.app.state.svc.prepare()  # what every start-up runs
+    got = await site.http.get(
+        "/org/get", params={"organization_name": org["organization_name"]}, headers=bearer(token)
+    )
+    assert got.json()["placement"] == {"cluster": "main", "database": site.db}
+    counts = {d["_id"]: d["tenants"] async for d in site.main[site.db]["placements"].find()}
+    assert counts == {f"main/{site.db}": 1}
