@@ -19,7 +19,7 @@ import pymongo
 import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.kit.db import EmbeddedMongo, free_port
 from app.kit.watch import LocalWrites
@@ -349,3 +349,35 @@ async def test_records_of_before_placement_get_the_default_at_start_up(site: Sit
     assert got.json()["placement"] == {"cluster": "main", "database": site.db}
     counts = {d["_id"]: d["tenants"] async for d in site.main[site.db]["placements"].find()}
     assert counts == {f"main/{site.db}": 1}
+
+
+async def test_a_create_abandoned_in_a_dedicated_database_is_undone_there(site: Site) -> None:
+    """The create's intent records its placement before anything is made, so the reconciler
+    undoes an abandoned create where it was made: here its own database, dropped whole."""
+    svc = site.app.state.svc
+
+    def store_lost(point: str) -> None:
+        if point == "create.after_collection":  # made everything, then lost the store
+            raise ConnectionFailure("store lost")
+
+    svc.orgs.ctx = replace(svc.orgs.ctx, fault=store_lost)
+    name = unique("Abandoned Corp")
+    body = {"organization_name": name, "email": "abandon@x.com", "password": PASSWORD,
+            "plan": "enterprise"}  # fmt: skip
+    res = await site.http.post("/org/create", json=body, headers=await site.operator("org:create"))
+    assert res.status_code == 503, res.text
+    [intent] = await site.main[site.db]["operations"].find({}).to_list(None)
+    own = f"orgdata_{intent['organization_id']}"
+    assert intent["placement"] == {"cluster": "main", "database": own}
+    assert own in await site.main.list_database_names()  # made, then abandoned
+    await site.main[site.db]["operations"].update_one(
+        {"_id": intent["_id"]}, {"$set": {"lease_until": 0}}
+    )  # its lease has run out
+    assert dict(await svc.reconciler.run_once()) == {"create_undone": 1}
+    assert own not in await site.main.list_database_names()
+    assert await site.main[site.db]["organizations"].count_documents({}) == 0
+    svc.orgs.ctx = replace(svc.orgs.ctx, fault=lambda point: None)
+    again = await site.http.post("/org/create", json={**body, "plan": "free"})
+    assert again.status_code == 403  # a plan needs a key; without it, the name is free again:
+    del body["plan"]
+    assert (await site.http.post("/org/create", json=body)).status_code == 201
