@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.kit.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo
 from tests.support.apps import app_client, make_settings, new_key
 from tests.support.clients import bearer, create_and_login
-from tests.support.processes import ServiceProcess, nx_service_env, stop_process
-from tests.support.stores import start_nx
+from tests.support.processes import ServiceProcess, nx_service_env
 
 pytestmark = pytest.mark.realstore
 DOCS = 3_500
@@ -39,16 +38,6 @@ STEPS = [
     "move.after_switch",  # record switched, source not dropped
     "move.after_drop",  # source dropped, operation not marked done
 ]
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedMongo, ...]]:
-    main = EmbeddedMongo(tmp_path_factory.mktemp("main"), port=free_port())
-    eu = EmbeddedMongo(tmp_path_factory.mktemp("eu"), port=free_port())
-    procs = [start_nx(main), start_nx(eu)]
-    yield main, eu
-    for proc in procs:
-        stop_process(proc)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,12 +21,10 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from app.kit.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo
 from app.kit.watch import LocalWrites
 from tests.support.apps import app_client, make_settings, new_key
 from tests.support.clients import PASSWORD, bearer, create_and_login
-from tests.support.processes import stop_process
-from tests.support.stores import start_nx
 
 pytestmark = pytest.mark.realstore
 
@@ -53,22 +51,9 @@ class Site:
         return {"X-API-Key": await new_key(self.app, *scopes, name=uuid.uuid4().hex[:8])}
 
 
-@pytest.fixture(scope="module")
-def servers(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[EmbeddedMongo, EmbeddedMongo]]:
-    """Two nx-27017 processes: the clusters `main` and `eu`."""
-    main = EmbeddedMongo(tmp_path_factory.mktemp("main"), port=free_port())
-    eu = EmbeddedMongo(tmp_path_factory.mktemp("eu"), port=free_port())
-    procs = [start_nx(main), start_nx(eu)]
-    yield main, eu
-    for proc in procs:
-        stop_process(proc)
-
-
 @pytest.fixture
-async def site(servers: tuple[EmbeddedMongo, EmbeddedMongo]) -> AsyncIterator[Site]:
-    main_server, eu_server = servers
+async def site(clusters: tuple[EmbeddedMongo, ...]) -> AsyncIterator[Site]:
+    main_server, eu_server = clusters
     db = "p_" + uuid.uuid4().hex[:10]
     settings = make_settings(
         mongodb_db=db,
@@ -288,7 +273,7 @@ def _pid_of(server: EmbeddedMongo) -> int:
 
 
 async def test_a_move_whose_source_changed_is_rolled_back_and_the_source_kept(
-    site: Site, servers: tuple[EmbeddedMongo, EmbeddedMongo]
+    site: Site, clusters: tuple[EmbeddedMongo, ...]
 ) -> None:
     """A tenant written to during the copy (its writers did not pause on
     `organization.moving`) fails verification: the move is rolled back, the target dropped,
@@ -302,7 +287,7 @@ async def test_a_move_whose_source_changed_is_rolled_back_and_the_source_kept(
 
     def late_writer(point: str) -> None:
         if point == "move.after_indexes":  # copied, not yet verified: a writer that did not pause
-            sync: pymongo.MongoClient[Any] = pymongo.MongoClient(servers[0].url)
+            sync: pymongo.MongoClient[Any] = pymongo.MongoClient(clusters[0].url)
             with sync:
                 sync[source["database"]][org["collection_name"]].insert_one({"_id": "late"})
 
