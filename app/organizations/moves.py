@@ -310,6 +310,8 @@ class Moves:
         if org is not None and self.tenants.home(org.placement) != op.target:
             # Only a record edited by hand gets here: never drop what it still points at.
             log.error("move %s: the record is not at its target; source kept", op.op_id)
+        elif await self._taken(op):
+            log.warning("move %s: %s is another organization's now; kept", op.op_id, op.collection)
         else:
             await self.records.set(op.op_id, phase="dropping_source")
             await hold.check()
@@ -327,7 +329,9 @@ class Moves:
         """Before the commit point: drop what was copied (never the source), unlock the record
         with an `organization.moved` that says it stayed, and record why."""
         await hold.check()
-        if org is None or self.tenants.home(org.placement) != op.target:
+        held_by_another = org is not None and org.pending_op not in (None, op.op_id)
+        at_target = org is not None and self.tenants.home(org.placement) == op.target
+        if not held_by_another and not at_target and not await self._taken(op):
             await self.tenants.drop(op.target, op.collection)
         if org is not None and org.pending_op == op.op_id:
             for _ in range(MAX_TRIES):
@@ -344,6 +348,12 @@ class Moves:
         await hold.finish()
         log.warning("move %s rolled back: %s", op.op_id, why)
         return "move_rolled_back"
+
+    async def _taken(self, op: MoveOp) -> bool:
+        """Whether another organization's record names this move's collection now (this one
+        was renamed or deleted since, and the name given again): then neither copy is this
+        move's to drop."""
+        return await self.orgs.other_uses_collection(op.collection, org_id=op.organization_id)
 
     async def _release(self, org: Organization, op: MoveOp, fields: Doc, event: Any) -> bool:
         res = await self.orgs.col.update_one(

@@ -366,3 +366,47 @@ async def test_a_create_abandoned_in_a_dedicated_database_is_undone_there(site: 
     assert again.status_code == 403  # a plan needs a key; without it, the name is free again:
     del body["plan"]
     assert (await site.http.post("/org/create", json=body)).status_code == 201
+
+
+async def test_a_resumed_move_never_drops_a_name_given_again_meanwhile(site: Site) -> None:
+    """A move stopped after its switch, before dropping its source; the organization is then
+    renamed and a new organization takes the old name, in the source's database. The move
+    resumed by the reconciler must leave that collection alone: it is not the move's any more."""
+    svc = site.app.state.svc
+    name = unique("First Holder")
+    org, token = await create_and_login(site.http, name)
+    assert org["placement"] == {"cluster": "main", "database": site.db}
+
+    def stop_after_switch(point: str) -> None:
+        if point == "move.after_switch":
+            raise RuntimeError("the process stops here")
+
+    svc.moves.ctx = replace(svc.moves.ctx, fault=stop_after_switch)
+    mover = await site.operator("org:move")
+    target = {"cluster": "eu", "database": f"{site.db}_eu"}
+    res = await site.http.post(f"/orgs/{org['organization_id']}/move", json=target, headers=mover)
+    op_id = res.json()["operation_id"]
+    for _ in range(200):  # until the record has switched (the move stopped right after)
+        got = await site.http.get(
+            "/org/get", params={"organization_name": name}, headers=bearer(token)
+        )
+        if got.json()["placement"] == target:
+            break
+        await asyncio.sleep(0.02)
+    assert got.json()["placement"] == target
+    svc.moves.ctx = replace(svc.moves.ctx, fault=lambda point: None)
+    renamed = await site.http.put(
+        "/org/update", json={"organization_name": unique("Renamed Holder")}, headers=bearer(token)
+    )
+    assert renamed.status_code == 200, renamed.text
+    second = await create(site, name)  # the old name, given again
+    assert second["collection_name"] == org["collection_name"]
+    assert second["placement"] == {"cluster": "main", "database": site.db}  # the move's source
+    their = site.main[site.db][second["collection_name"]]
+    await their.insert_one({"_id": "theirs"})
+
+    await site.main[site.db]["operations"].update_one({"_id": op_id}, {"$set": {"lease_until": 0}})
+    assert dict(await svc.reconciler.run_once()) == {"move_completed": 1}
+    assert await their.count_documents({}) == 1  # kept
+    status = await site.http.get(f"/operations/{op_id}", headers=mover)
+    assert status.json()["status"] == "done"
