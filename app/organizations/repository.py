@@ -294,13 +294,22 @@ class OrganizationRepository:
         return res.modified_count
 
     async def placement_counts(self) -> dict[Placement, int]:
-        """How many organizations (in any state) each database holds, from the records."""
+        """How many organizations (in any state) each database holds, from the records.
+
+        Grouped by the `cluster/database` key as a string: nx-27017 gives a `$group` key that
+        is a subdocument back as JSON text (in the stored field order), and MongoDB would tell
+        two field orders apart."""
+        key = {"$concat": ["$placement.cluster", "/", "$placement.database"]}
         pipeline: list[Doc] = [
             {"$match": {"placement": {"$exists": True}}},
-            {"$group": {"_id": "$placement", "n": {"$sum": 1}}},
+            {"$group": {"_id": key, "n": {"$sum": 1}}},
         ]
-        docs = await aggregate(self.col, pipeline)
-        return {Placement.model_validate(d["_id"]): int(d["n"]) for d in docs}
+        counts: dict[Placement, int] = {}
+        for doc in await aggregate(self.col, pipeline):
+            cluster, _, database = str(doc["_id"]).partition("/")
+            where = Placement(cluster=cluster, database=database)
+            counts[where] = counts.get(where, 0) + int(doc["n"])
+        return counts
 
     async def list_active(self, *, limit: int, after: str | None = None) -> list[Organization]:
         query: Doc = {"status": ACTIVE}
