@@ -410,3 +410,32 @@ async def test_a_resumed_move_never_drops_a_name_given_again_meanwhile(site: Sit
     assert await their.count_documents({}) == 1  # kept
     status = await site.http.get(f"/operations/{op_id}", headers=mover)
     assert status.json()["status"] == "done"
+
+
+async def test_shutdown_stops_a_running_move_and_the_reconciler_finishes_it(site: Site) -> None:
+    """At shutdown a copy in flight stops (its intent and checkpoint stay); once its lease has
+    run out the reconciler goes on from the checkpoint to the end."""
+    svc = site.app.state.svc
+    org, _ = await create_and_login(site.http, unique("Interrupted"))
+    tenant = site.main[site.db][org["collection_name"]]
+    await tenant.insert_many([{"_id": f"d{i:05d}"} for i in range(6_000)])
+    svc.moves.batch = 100  # many batches: the stop lands in the middle
+    mover = await site.operator("org:move")
+    target = {"cluster": "eu", "database": f"{site.db}_eu"}
+    res = await site.http.post(f"/orgs/{org['organization_id']}/move", json=target, headers=mover)
+    op_id = res.json()["operation_id"]
+    for _ in range(500):
+        status = (await site.http.get(f"/operations/{op_id}", headers=mover)).json()
+        if status["progress"]["copied"] >= 300:
+            break
+        await asyncio.sleep(0.01)
+    await svc.moves.stop()
+    stopped = (await site.http.get(f"/operations/{op_id}", headers=mover)).json()
+    await asyncio.sleep(0.3)
+    still = (await site.http.get(f"/operations/{op_id}", headers=mover)).json()
+    assert stopped == still and still["status"] == "running", still  # nothing goes on
+    assert 300 <= still["progress"]["copied"] < 6_000
+    await site.main[site.db]["operations"].update_one({"_id": op_id}, {"$set": {"lease_until": 0}})
+    assert dict(await svc.reconciler.run_once()) == {"move_completed": 1}
+    moved = site.eu[target["database"]][org["collection_name"]]
+    assert await moved.count_documents({}) == 6_000
