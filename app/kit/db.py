@@ -84,16 +84,18 @@ def require_embedded_store() -> None:
 
 
 class EmbeddedMongo:
-    """An `nx-27017` wire-protocol server in file mode, on loopback, as a child process.
+    """An `nx-27017` wire-protocol server on loopback, as a child process.
 
     For development and tests only: it is SQLite underneath, without transactions or
-    replication. Its data, pid file and log file live under `data_dir`.
+    replication. Its data, pid file and log file live under `data_dir`: each database in its
+    own SQLite file, `<data_dir>/<name>/<database>.db`, so that databases are apart as in
+    MongoDB (nx-27017's `--data-dir` mode, fixed by the launcher: app/kit/nxserver.py, 5.).
     """
 
     def __init__(self, data_dir: str | Path, *, port: int = 0, name: str = "orgsvc") -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
-        self.db_file = self.data_dir / f"{name}.db"
+        self.db_dir = self.data_dir / name
         self.pid_file = self.data_dir / "nx-27017.pid"
         self.log_file = self.data_dir / "nx-27017.log"
         self.process: asyncio.subprocess.Process | None = None
@@ -107,7 +109,7 @@ class EmbeddedMongo:
             sys.executable, "-m", "app.kit.nxserver",
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--db", str(self.db_file),
+            "--data-dir", str(self.db_dir),
             "--pid-file", str(self.pid_file),
             "--log-file", str(self.log_file),
         ]  # fmt: skip

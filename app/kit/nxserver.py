@@ -1,4 +1,4 @@
-"""Launch the embedded `nx-27017` store, with fixes for two of its gaps.
+"""Launch the embedded `nx-27017` store, with fixes for five of its gaps.
 
 1. nx-27017 0.8 serves `renameCollection` by renaming its cached collection object in place, but
    leaves that object cached under the *old* name too: afterwards, `org_old` still reads, and a
@@ -58,14 +58,49 @@
    change. A cache invalidated by that stream would serve stale entries. We create the triggers
    again whenever they are missing (`tests/auth/test_auth_cache.py` pins it).
 
+5. Its single-file mode (`--db FILE`) keeps every database in one SQLite namespace:
+   `db_a.org_x` is `db_b.org_x`, `listCollections` lists every database's collections and
+   `dropDatabase` drops them all. MongoDB keeps databases apart, and the service places tenant
+   collections in several databases of one store and moves them between databases. nx-27017's
+   per-database mode (`--data-dir DIR`: one SQLite file `DIR/<database>.db` per database, made
+   on first use, with its own connection, lock, indexes and change-stream triggers;
+   `dropDatabase` deletes the file) keeps them apart, and is what `EmbeddedMongo` runs; this
+   launcher refuses the single-file mode unless `--single-db-compat` asks for it by name. We fix
+   what the per-database mode gets wrong. (a) Drivers send `renameCollection` to `admin` with
+   whole namespaces, and nx-27017 renamed in the database the command was sent to, whose file
+   has no such collection: the rename was silently lost. We send it to its source's database,
+   where it runs as in the single-file mode (metadata only; patch 1 holds). A rename into
+   another database is refused with mongos's error for two databases whose primaries are on
+   different shards (`CommandFailed`, code 125: each database here is a file of its own, so it
+   would be a copy, as on a single mongod); the service moves a tenant between databases by
+   copying it itself, which works on every deployment. (b) Every command with a session id
+   looked for a transaction of that session in another database by going through every session
+   nx-27017 keeps, one per session id and database written, so its cost grew with the number of
+   databases (a session's database is part of its key: a driver's session touches them all).
+   We keep, per session id, the databases in which it began a transaction, and look there
+   only (same refusal of a transaction spanning two databases). (c) It kept 100 databases open
+   and closed the least recently used to open another (reopening one costs about 2 ms, and the
+   close does not wait for a command using it): we keep up to 1,000 (about 0.2 MB and 3 file
+   descriptors each; the launcher raises its soft limit on open files to fit, or keeps fewer).
+   (d) `listDatabases` listed every file, also those made by merely reading a database: as in
+   MongoDB, a database without collections is not listed (`admin` is). Caveats: database names
+   are nx-27017's `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`; reading a database leaves an empty file;
+   past 1,000 databases in use at once, an operation may pay a reopen; a store written in the
+   single-file mode is not read (`EmbeddedMongo` keeps its databases in a directory beside it).
+   Patch 4's case (two databases on one connection) no longer arises in this mode.
+   (`tests/tenancy/test_store_databases.py` pins it.)
+
 Every patch is idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from types import SimpleNamespace
 from typing import Any, overload
 
@@ -301,15 +336,226 @@ def _patch_lost_stream_triggers() -> None:
 _STREAM_OPS = ("insert", "update", "delete")
 
 
+# Patch 5: nx-27017's per-database mode (`--data-dir`).
+_RENAME = frozenset({"renameCollection", "renamecollection"})
+_LIST_DATABASES = frozenset({"listDatabases", "listdatabases"})
+_OPEN_DATABASES = 1000  # SQLite files kept open at most (nx-27017 keeps 100)
+_FDS_PER_DATABASE = 3  # the database file, its write-ahead log and its shared-memory file
+_FDS_SPARE = 256  # client sockets, the log file, Python's own
+
+
+class Sessions(MutableMapping[tuple[str, str], Any]):
+    """nx-27017's sessions, keyed (session id, database) as before, and beside them the databases
+    in which each session id has begun a transaction (whether it is still open or not)."""
+
+    __slots__ = ("_sessions", "transactions")
+
+    def __init__(self, sessions: Mapping[tuple[str, str], Any]) -> None:
+        self._sessions: dict[tuple[str, str], Any] = dict(sessions)
+        self.transactions: dict[str, set[str]] = {}
+
+    def began_transaction(self, key: tuple[str, str]) -> None:
+        if key in self._sessions:
+            self.transactions.setdefault(key[0], set()).add(key[1])
+
+    def __getitem__(self, key: tuple[str, str]) -> Any:
+        return self._sessions[key]
+
+    def __setitem__(self, key: tuple[str, str], session: Any) -> None:
+        self._sessions[key] = session
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        del self._sessions[key]
+        databases = self.transactions.get(key[0])
+        if databases is not None:
+            databases.discard(key[1])
+            if not databases:
+                del self.transactions[key[0]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sessions
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+def _patch_databases() -> None:
+    # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
+    from nx_27017 import handler as nx
+
+    handler_class: Any = nx.NeoSQLiteHandler
+    if getattr(handler_class.handle_command, "_orgsvc_databases", False):
+        return
+
+    # (a) `renameCollection` runs in its source's database; across databases it is refused.
+    # (d) `listDatabases` leaves out the databases without collections.
+    original_command = handler_class.handle_command
+
+    def handle_command(self: Any, msg: dict[str, Any]) -> Any:
+        body = _command_body(msg) if self._mode != "single" else None
+        command = next(iter(body), None) if body is not None else None
+        if command in _LIST_DATABASES:
+            return _without_empty_databases(original_command(self, msg))
+        if body is None or command not in _RENAME:
+            return original_command(self, msg)
+        source, target = body[command], body.get("to")
+        if not isinstance(source, str) or not isinstance(target, str):
+            return original_command(self, msg)  # nx-27017's own answer (or error)
+        source_db, target_db = _database_of(source), _database_of(target)
+        if source_db is None:
+            return msg["request_id"], _error(
+                73, "InvalidNamespace", "Invalid source namespace: " + source
+            )
+        if target_db is None:
+            return msg["request_id"], _error(
+                73, "InvalidNamespace", "Invalid target namespace: " + target
+            )
+        if source_db != target_db:
+            return msg["request_id"], _error(
+                125, "CommandFailed", "Source and destination collections must be on same shard"
+            )
+        sent = {**body, "$db": source_db}
+        sections = [(kind, sent if doc is body else doc) for kind, doc in msg["sections"]]
+        return original_command(self, {**msg, "sections": sections})
+
+    # (b) A session id's transactions in other databases, found through that id.
+    original_init = handler_class.__init__
+    original_session = handler_class._get_or_create_session
+    original_reject = handler_class._reject_cross_db_tx
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self._sessions = Sessions(self._sessions)
+
+    def get_or_create_session(
+        self: Any, command_doc: dict[str, Any], db: Any = None, db_name: str = "test"
+    ) -> Any:
+        session = original_session(self, command_doc, db, db_name)
+        if session is not None and command_doc.get("startTransaction"):
+            key = (nx._extract_session_id(command_doc["lsid"]), self._session_scope(db_name))
+            with self._sessions_lock:
+                self._sessions.began_transaction(key)
+        return session
+
+    def reject_cross_db_tx(self: Any, session_id: str, scope: str) -> None:
+        sessions = self._sessions
+        if self._mode == "single" or not scope or not isinstance(sessions, Sessions):
+            original_reject(self, session_id, scope)
+            return
+        for other in sessions.transactions.get(session_id, ()):
+            session = sessions.get((session_id, other))
+            if other != scope and session is not None and session.in_transaction:
+                raise nx.CrossDBTransactionError(
+                    "Cross-database transactions are not supported: "
+                    f"transaction open on {other!r}, operation targets {scope!r}"
+                )
+
+    # (c) More databases open at once.
+    nx._MAX_OPEN_DBS = max(nx._MAX_OPEN_DBS, _open_databases())
+
+    handle_command._orgsvc_databases = True  # type: ignore[attr-defined]
+    handler_class.handle_command = handle_command
+    handler_class.__init__ = __init__
+    handler_class._get_or_create_session = get_or_create_session
+    handler_class._reject_cross_db_tx = reject_cross_db_tx
+
+
+def _without_empty_databases(reply: Any) -> Any:
+    """nx-27017's `listDatabases` reply without the databases that hold no collection: a database
+    that was only read (nx-27017 made its file) does not exist in MongoDB."""
+    request_id, doc = reply
+    listed = doc.get("databases") if isinstance(doc, dict) else None
+    if isinstance(listed, list):
+        doc["databases"] = [
+            entry
+            for entry in listed
+            if not (isinstance(entry, dict) and entry.get("empty") and entry.get("name") != "admin")
+        ]
+    return request_id, doc
+
+
+def _command_body(msg: dict[str, Any]) -> dict[str, Any] | None:
+    body = next((doc for kind, doc in msg.get("sections", ()) if kind == "body"), None)
+    return body if isinstance(body, dict) else None
+
+
+def _database_of(namespace: str) -> str | None:
+    """The database of a whole namespace `<database>.<collection>`, or None if it is not one."""
+    database, dot, collection = namespace.partition(".")
+    return database if database and dot and collection else None
+
+
+def _error(code: int, code_name: str, message: str) -> dict[str, Any]:
+    return {"ok": 0, "errmsg": message, "code": code, "codeName": code_name}
+
+
+def _open_databases() -> int:
+    """How many databases nx-27017 may keep open: `_OPEN_DATABASES`, or as many as this process
+    may open the files of (nx-27017's own 100 at least)."""
+    try:
+        import resource  # POSIX only (not on Windows): imported where it is used
+    except ImportError:
+        return _OPEN_DATABASES
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _OPEN_DATABASES
+    return max(100, min(_OPEN_DATABASES, (soft - _FDS_SPARE) // _FDS_PER_DATABASE))
+
+
+def _raise_file_limit() -> None:
+    """Raise this process's soft limit on open files to what `_OPEN_DATABASES` needs, as far as
+    its hard limit allows."""
+    try:
+        import resource  # POSIX only (not on Windows): imported where it is used
+    except ImportError:
+        return
+    needed = _OPEN_DATABASES * _FDS_PER_DATABASE + _FDS_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+SINGLE_NAMESPACE_REFUSED = (
+    "app.kit.nxserver: nx-27017's single-file mode (--db FILE, or no --data-dir) keeps every "
+    "database in one namespace, unlike MongoDB; give --data-dir DIR (one SQLite file per "
+    "database), or --single-db-compat to have the single namespace anyway"
+)
+
+
+def shares_one_namespace(argv: Sequence[str]) -> bool:
+    """True when nx-27017, given these options, would serve every database from one namespace
+    (its single-file mode) without being asked for it by name (`--single-db-compat`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", dest="db_path", default="nx-27017.db")
+    parser.add_argument("--data-dir", dest="data_dir")
+    for flag in ("--single-db-compat", "--stop", "--status", "--help"):
+        parser.add_argument(flag, action="store_true")
+    found, _ = parser.parse_known_args(list(argv))
+    if found.single_db_compat or found.stop or found.status or found.help or "-h" in argv:
+        return False
+    return found.data_dir is None and not os.path.isdir(found.db_path)
+
+
 def patch() -> None:
     """Apply every fix to the nx-27017 modules of this process (idempotent)."""
     _patch_rename_cache()
     _patch_unicode_identifiers()
     _patch_lost_stream_triggers()
     _patch_schema_lookups()
+    _patch_databases()
 
 
 def main() -> int:
+    if shares_one_namespace(sys.argv[1:]):
+        print(SINGLE_NAMESPACE_REFUSED, file=sys.stderr)
+        return 2
+    _raise_file_limit()
     patch()
     # Imported after patching, so every module nx-27017 loads sees the patched functions.
     from nx_27017.nx_27017 import main as nx_main

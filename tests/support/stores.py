@@ -97,7 +97,11 @@ def start_nx(
 
 
 async def empty_store(client: AsyncMongoClient[Any]) -> None:
-    """Drop every collection: nx-27017 in file mode keeps every logical database in one file,
-    so database names alone do not isolate tests."""
-    for name in await client["any"].list_collection_names():
-        await client["any"].drop_collection(name)
+    """Drop every database (tests reuse database names), but empty `admin` instead: nx-27017
+    keeps that one open. (Each database is its own SQLite file: app/kit/nxserver.py, 5.)"""
+    for database in await client.list_database_names():
+        if database != "admin":
+            await client.drop_database(database)
+            continue
+        for name in await client[database].list_collection_names():
+            await client[database].drop_collection(name)
