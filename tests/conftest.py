@@ -60,11 +60,8 @@ def db_name() -> str:
 
 @pytest.fixture
 async def nx_client(nx_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient[Any]]:
-    """A client on the shared server; the server starts each test empty.
-
-    nx-27017 in file mode keeps every logical database in one file, so names alone do not
-    isolate tests: every collection is dropped before the test.
-    """
+    """A client on the shared server; the server starts each test empty (every database is
+    dropped before the test: tests reuse database names)."""
     # With the listener `make_client` installs, so the authentication cache serves (and sees
     # this client's writes, the test's own included, at once), as in a service process.
     client: AsyncMongoClient[Any] = AsyncMongoClient(

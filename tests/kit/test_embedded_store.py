@@ -59,7 +59,7 @@ async def test_serve_starts_and_stops_an_embedded_store(tmp_path: Path) -> None:
             assert res.status_code == 201, res.text
 
         data = tmp_path / "data"
-        assert (data / "orgsvc.db").exists()
+        assert (data / "orgsvc" / "org_service.db").exists()  # one SQLite file per database
         assert (data / "nx-27017.log").exists()
         nx_pid = int((data / "nx-27017.pid").read_text().strip())
         assert alive(nx_pid)
