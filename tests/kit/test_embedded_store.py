@@ -79,6 +79,10 @@ async def test_serve_starts_and_stops_an_embedded_store(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # The store runs in a session of its own: a failed check above must not leave it behind.
+        pid_file = tmp_path / "data" / "nx-27017.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
 def test_production_refuses_to_start_without_secret_or_url(tmp_path: Path) -> None:
