@@ -19,6 +19,7 @@ from app.kit.metrics import Metrics
 from app.kit.settings import Settings, get_settings
 from app.kit.store import is_id
 from app.organizations.records import Organization
+from app.tenancy.placement import Topology, TopologyError
 from app.wiring import AppState, build_state
 
 T = TypeVar("T")
@@ -27,13 +28,18 @@ cli = typer.Typer(help="Organization service.", no_args_is_help=True, add_comple
 
 
 def load_settings() -> Settings:
-    """The settings, or exit 2 with the reasons they are refused."""
+    """The settings, or exit 2 with the reasons they are refused (the placement settings too)."""
     try:
-        return get_settings()
+        settings = get_settings()
+        Topology.of(settings)
     except ValidationError as exc:
         reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         typer.echo(f"orgsvc: invalid settings: {reasons}", err=True)
         raise typer.Exit(2) from None
+    except TopologyError as exc:
+        typer.echo(f"orgsvc: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 @asynccontextmanager
