@@ -61,6 +61,55 @@ def create_lines(c: Doc | None) -> list[str]:
     ]
 
 
+def placement_lines(p: Doc | None) -> list[str]:
+    """Figure 12's table: each size and layout, then each layout's growth ratios (the value at
+    a size ÷ at the smallest), then where each curve bends."""
+    if not p:
+        return []
+
+    def num(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    specs = {"creates_per_s": ".1f", "get_p50_ms": ".2f", "reconcile_pass_ms": ".0f"}
+    specs["startup_s"] = ".2f"
+    n = p["abandoned_creates_per_pass"]
+    lines = [
+        f"**Figure 12, placement scale** ({p['store_mode']}; {p['clients']} clients, bcrypt cost "
+        f"{p['bcrypt_rounds']}; reconcile pass: {n} abandoned creates undone):",
+        "",
+        "| organizations | layout | creates/s | GET p50 ms | reconcile pass ms (idle) | "
+        "start-up s | seed s | backlog count ms: aggregation / `count` (store alone) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in p["sizes"]:
+        for key, label in p["layouts"].items():
+            pt = p["points"][key][str(size)]
+            cells = [num(pt[m], spec) for m, spec in specs.items()]
+            cells[2] += f" ({num(pt['idle_pass_ms'], '.1f')})"
+            if pt.get("create_failures"):
+                cells[0] += f" ({pt['create_failures']} failed)"
+            failed = len(pt.get("start_failures") or [])
+            if failed:
+                cells[3] += f" ({failed} of {failed + len(pt['startups_s'])} launches failed)"
+            counts = (
+                f"{num(pt.get('backlog_count_documents_ms'), '.1f')} / "
+                f"{num(pt.get('backlog_count_command_ms'), '.1f')}"
+            )
+            lines.append(
+                f"| {size:,} | ({key}) {label} | " + " | ".join(cells)
+                + f" | {pt['seed_s']:.0f} | {counts} |"
+            )  # fmt: skip
+    lines += ["", "| growth | layout | creates/s | GET p50 | reconcile pass | start-up |"]
+    lines.append("|---|---|---|---|---|---|")
+    for size in p["sizes"][1:]:
+        for key in p["layouts"]:
+            g = p["growth"][key]
+            cells = [num(g[m][str(size)], ".2f") for m in specs]
+            lines.append(f"| {size:,} ÷ {p['sizes'][0]:,} | ({key}) | " + " | ".join(cells) + " |")
+    lines += ["", *(f"- {note}" for note in p["notes"]), ""]
+    return lines
+
+
 def render_markdown(res: Results, a: argparse.Namespace, elapsed: float, started: datetime) -> str:
     lines = [
         *header(res, a, started),
@@ -69,6 +118,7 @@ def render_markdown(res: Results, a: argparse.Namespace, elapsed: float, started
         *(f.row() for f in res.figures),
         "",
         *create_lines(res.extra.get("create")),
+        *placement_lines(res.extra.get("placement")),
     ]
     if res.notes:
         lines += ["Notes:", *(f"- {n}" for n in res.notes), ""]

@@ -56,6 +56,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--webhook-events", type=int, default=500, help="figure 10: changes to deliver (500)"
     )
     p.add_argument(
+        "--placement-sizes",
+        type=_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="figure 12: organizations at each size, ascending (1000,10000,30000; "
+        "--quick: 200,1000,2000)",
+    )
+    p.add_argument(
+        "--placement-creates",
+        type=int,
+        default=None,
+        help="figure 12: timed creates per layout and size (96; --quick: 24)",
+    )
+    p.add_argument(
+        "--placement-profile",
+        action="store_true",
+        help="figure 12: at the largest size, py-spy the service and stores during an untimed "
+        "batch of creates, and the stores during the reconcile pass (top frames in the JSON)",
+    )
+    p.add_argument(
         "--only",
         type=lambda text: set(text.split(",")),
         default=None,
@@ -82,6 +102,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.warmup = min(args.duration, 3), 1
     return args
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """`1000,10000,50000`: at least two sizes, ascending, each at least 10."""
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if len(sizes) < 2 or list(sizes) != sorted(set(sizes)) or sizes[0] < 10:
+        raise argparse.ArgumentTypeError("at least two sizes, ascending, each >= 10")
+    return sizes
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -1,6 +1,6 @@
 """One run, in the documented order: figure 1, figure 5, figure 3, figure 2, creates, figure 4,
-figure 7, figure 8, figure 9, figure 10, figure 11, then figure 6 over all of it (or the parts
-`--only` names)."""
+figure 7, figure 8, figure 9, figure 10, figure 11, figure 12, then figure 6 over all of it (or the
+parts `--only` names)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from bench.figures import (
     f9_event_lag,
     f10_webhooks,
     f11_scale,
+    f12_placement,
 )
 from bench.machine import machine_info, measure_bcrypt, usable_cores
 from bench.procs import CpuClock
@@ -29,12 +30,12 @@ from bench.record import Results
 from bench.seed import account
 from bench.stack import Stack
 
-PARTS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "create")
+PARTS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "create")
 
 
 def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
     want = set(PARTS) if args.only is None else args.only | ({"5"} if "3" in args.only else set())
-    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7", "8", "9", "10", "11"}))
+    ctx = prepare(args, stack, res, accounts=bool(want - {"6", "7", "8", "9", "10", "11", "12"}))
     if "1" in want:
         f1_cpu.measure(ctx)
     if "5" in want:
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
         f10_webhooks.measure(ctx)
     if "11" in want:
         f11_scale.measure(ctx)
+    if "12" in want:
+        f12_placement.measure(ctx)
     noise = ctx.whole.stop()
     res.extra["noise"] = {k: round(v, 3) for k, v in noise.items()}
     if "6" in want:
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace, stack: Stack, res: Results) -> None:
 
 def prepare(args: argparse.Namespace, stack: Stack, res: Results, *, accounts: bool) -> Context:
     """Time bcrypt here, start the store and the service, make the ten accounts (if `accounts`:
-    figures 6, 7, 9, 10 and 11 need none)."""
+    figures 6, 7, 9, 10, 11 and 12 need none)."""
     res.extra["machine"] = machine_info()
     whole = CpuClock([])
     say(f"measuring bcrypt at cost {args.bcrypt_rounds} in this process ...")
