@@ -32,14 +32,13 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
-from pymongo import ReturnDocument
 
 from app.audit.service import Actor, AuditService, RequestMeta
 from app.kit.errors import AppError, NotFound, OperationInProgress
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import Collection, Database, Doc, Record, StoredTime, StoreError, utcnow
-from app.organizations.events import event_actor, org_event, revision_filter, with_events
-from app.organizations.records import ACTIVE, Organization
+from app.organizations.events import event_actor, org_event
+from app.organizations.records import Organization
 from app.organizations.repository import OrganizationRepository
 from app.organizations.steps import OrgOperation
 from app.tenancy.collections import TenantCollections
@@ -208,13 +207,7 @@ class Moves:
             event = org_event(
                 "organization.moving", org, op.event_actor, extra=_move_data(op, "moving")
             )
-            done = await self.orgs.col.find_one_and_update(
-                {"_id": op.organization_id, "status": ACTIVE, "pending_op": None,
-                 **revision_filter(org)},
-                with_events({"$set": {"pending_op": op.op_id}}, org, [event]),
-                return_document=ReturnDocument.AFTER,
-            )  # fmt: skip
-            if done is not None:
+            if await self.orgs.lock_with_event(org, op_id=op.op_id, event=event):
                 return True
         return False
 
@@ -364,13 +357,8 @@ class Moves:
         return await self.orgs.other_uses_collection(op.collection, org_id=op.organization_id)
 
     async def _release(self, org: Organization, op: MoveOp, fields: Doc, event: Any) -> bool:
-        res = await self.orgs.col.update_one(
-            {"_id": org.organization_id, "pending_op": op.op_id, **revision_filter(org)},
-            with_events(
-                {"$set": {**fields, "pending_op": None, "updated_at": utcnow()}}, org, [event]
-            ),
-        )
-        return res.modified_count == 1
+        fields = {**fields, "updated_at": utcnow()}
+        return await self.orgs.release(org, op_id=op.op_id, fields=fields, event=event)
 
     # ---------------------------------------------------------------- the reconciler's part
     async def reconcile(self, stored: Operation, hold: Hold) -> str:

@@ -160,11 +160,21 @@ class OrganizationRepository:
         doc = await self.col.find_one({"collection_name": collection}, {"_id": 1})
         return doc is not None and doc["_id"] != org_id
 
-    async def finish_rename(
+    async def lock_with_event(self, org: Organization, *, op_id: str, event: PendingEvent) -> bool:
+        """Mark the active, unheld record as busy with `op_id`, with `event`, conditional on the
+        revision `org` was read at (a move's `organization.moving`); False on a lost race."""
+        res = await self.col.update_one(
+            {"_id": org.organization_id, "status": ACTIVE, "pending_op": None,
+             **revision_filter(org)},
+            with_events({"$set": {"pending_op": op_id}}, org, [event]),
+        )  # fmt: skip
+        return res.modified_count == 1
+
+    async def release(
         self, org: Organization, *, op_id: str, fields: Doc, event: PendingEvent
     ) -> bool:
-        """Switch the record to its new name (`fields`), with its `organization.renamed` event;
-        False when the record moved on since `org` was read (read again) or is not this
+        """Set `fields` and free the record `op_id` holds, with `event` (a rename's switch, a
+        move's); False when the record moved on since `org` was read (read again) or is not this
         operation's any more."""
         res = await self.col.update_one(
             {"_id": org.organization_id, "pending_op": op_id, **revision_filter(org)},

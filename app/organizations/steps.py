@@ -203,7 +203,7 @@ class OrganizationSteps:
                 extra={"previous_slug": op.from_slug,
                        "previous_collection_name": org.collection_name},
             )  # fmt: skip
-            if await self.orgs.finish_rename(current, op_id=op.op_id, fields=fields, event=event):
+            if await self.orgs.release(current, op_id=op.op_id, fields=fields, event=event):
                 break
         else:
             raise OperationLost()
