@@ -12,7 +12,16 @@ from pymongo.errors import DuplicateKeyError
 
 from app.events.records import PendingEvent
 from app.kit.errors import ExternalIdTaken, OperationInProgress
-from app.kit.store import Collection, Database, Doc, aggregate, as_utc, insert_unique, utcnow
+from app.kit.store import (
+    Collection,
+    Database,
+    Doc,
+    aggregate,
+    as_utc,
+    count,
+    insert_unique,
+    utcnow,
+)
 from app.organizations.events import revision_filter, with_events
 from app.organizations.profile import prefix_range
 from app.organizations.records import (
@@ -252,13 +261,7 @@ class OrganizationRepository:
         return await self._count({"status": {"$eq": ACTIVE}})
 
     async def _count(self, query: Doc) -> int:
-        """The `count` command: counted by the index on MongoDB and in SQL on nx-27017, where
-        `count_documents` (an aggregation) reads every matching document."""
-        try:
-            found = await self.col.database.command({"count": self.col.name, "query": query})
-        except NotImplementedError:  # the in-memory test double has no `count` command
-            return await self.col.count_documents(query)
-        return int(found["n"])
+        return await count(self.col, query)
 
     async def page(self, f: OrgFilter, *, limit: int) -> list[Organization]:
         """Up to `limit` organizations matching `f`, in order-key order."""

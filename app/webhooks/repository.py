@@ -28,6 +28,7 @@ from app.kit.store import (
     Doc,
     Record,
     StoredTime,
+    count,
     epoch_ms,
     insert_unique,
     utcnow,
@@ -303,11 +304,11 @@ class WebhookRepository:
 
     async def backlog(self) -> tuple[int, int | None]:
         """How many deliveries are pending, and when the oldest was queued (epoch ms)."""
-        count = await self.deliveries.count_documents({"status": PENDING})
+        pending = await count(self.deliveries, {"status": PENDING})
         oldest = await self.deliveries.find_one(
             {"status": PENDING}, {"created_ms": 1}, sort=[("created_ms", 1)]
         )
-        return count, None if oldest is None else int(oldest["created_ms"])
+        return pending, None if oldest is None else int(oldest["created_ms"])
 
     # --- replays ---------------------------------------------------------------------------
 

@@ -299,3 +299,41 @@ async def test_an_endpoint_failing_everything_is_disabled_and_audited(
     assert len(receiver.arrivals) == count  # a disabled endpoint gets nothing
     metrics = await hooks.http.get("/metrics")
     assert 'orgsvc_webhook_attempts_total{outcome="failed_status"}' in metrics.text
+
+
+def gauge(text: str, name: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(lines) == 1, text
+    return float(lines[0].split()[1])
+
+
+@pytest.mark.webhook_settings(webhook_retry_base_seconds=60)
+async def test_the_backlog_gauges_count_only_pending_deliveries(
+    hooks: Hooks, receivers: Receivers
+) -> None:
+    failing, failing_url = await receivers(policy=always(503))
+    ok, ok_url = await receivers()
+    down = await hooks.create(failing_url)
+    up = await hooks.create(ok_url)
+    await publish(hooks.db, 3)
+    hooks.kick()
+    await wait_deliveries(
+        hooks,
+        up["webhook_id"],
+        lambda i: len(i) == 3 and all(d["status"] == "delivered" for d in i),
+    )
+    await wait_deliveries(
+        hooks, down["webhook_id"], lambda i: len(i) == 3 and all(d["attempts"] == 1 for d in i)
+    )
+    assert len(failing.arrivals) == 3 and len(ok.arrivals) == 3
+    pending, oldest_ms = await hooks.app.state.svc.webhooks.repo.backlog()
+    assert pending == 3  # the 3 failing ones wait a minute; the 3 delivered are not counted
+    assert oldest_ms is not None
+    deadline = time.monotonic() + 5
+    while True:  # the worker refreshes its gauges every few polls
+        text = (await hooks.http.get("/metrics")).text
+        if gauge(text, "orgsvc_webhook_pending_deliveries") == 3:
+            break
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.1)
+    assert gauge(text, "orgsvc_webhook_delivery_lag_seconds") > 0
