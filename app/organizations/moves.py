@@ -191,17 +191,18 @@ class Moves:
         await self.ops.start(op, owner=self.ctx.owner, lease_seconds=lease)
         total = await self.tenants.estimated_count(source, collection)
         await self.records.insert(op, total)
-        if not await self._lock(op):
+        if not await self._lock(op, org):
             await self.records.set(op.op_id, status="failed", error="operation_in_progress")
             await self.ops.finish(op.op_id)
             raise OperationInProgress()
         self.ctx.fault("move.after_lock")
         return op
 
-    async def _lock(self, op: MoveOp) -> bool:
-        """Take the record for this move, with its `organization.moving` event."""
+    async def _lock(self, op: MoveOp, read: Organization) -> bool:
+        """Take the record for this move, with its `organization.moving` event (conditional on
+        the revision `read` has; read again when another write came first)."""
+        org: Organization | None = read
         for _ in range(MAX_TRIES):
-            org = await self.orgs.get_active(op.organization_id)
             if org is None or org.pending_op is not None:
                 return False
             event = org_event(
@@ -209,6 +210,7 @@ class Moves:
             )
             if await self.orgs.lock_with_event(org, op_id=op.op_id, event=event):
                 return True
+            org = await self.orgs.get_active(op.organization_id)
         return False
 
     async def _run_held(self, op: MoveOp) -> None:

@@ -394,6 +394,7 @@ async def test_a_resumed_move_never_drops_a_name_given_again_meanwhile(site: Sit
             break
         await asyncio.sleep(0.02)
     assert got.json()["placement"] == target
+    await svc.moves.stop()  # the stopped copy's task has ended: its hold renews no lease
     svc.moves.ctx = replace(svc.moves.ctx, fault=lambda point: None)
     renamed = await site.http.put(
         "/org/update", json={"organization_name": unique("Renamed Holder")}, headers=bearer(token)
