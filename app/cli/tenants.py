@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -61,6 +61,9 @@ ProgressOption = typer.Option(
     help="Progress bar on stderr (default: only when stderr is a terminal; otherwise, and with "
     "--no-progress, a plain line per phase).",
 )
+
+
+T = TypeVar("T")
 
 
 def _actor() -> Actor:
@@ -257,6 +260,21 @@ def _interrupted(started: _Started) -> typer.Exit:
     return typer.Exit(INTERRUPTED)
 
 
+def _run_moves(go: Callable[[AppState], Awaitable[T]], started: _Started) -> T:
+    """Run a command that starts moves; Ctrl-C says what it leaves behind (exit 130)."""
+    try:
+        return run(go)
+    except KeyboardInterrupt:
+        raise _interrupted(started) from None
+
+
+def _fail(line: str | None) -> None:
+    """Exit 1 with `line` on stderr, when there is one."""
+    if line is not None:
+        typer.echo(line, err=True)
+        raise typer.Exit(1)
+
+
 def _stopped_line(exc: MoveStopped) -> str:
     record = exc.record
     why = "; ".join(exc.why[-3:]) or "see the service's log"
@@ -329,14 +347,9 @@ def move(
             failed = f"orgsvc: move {record.operation_id} {record.status}: {record.error}"
         return _outcome(org, record, placement), failed
 
-    try:
-        outcome, failed = run(go)
-    except KeyboardInterrupt:
-        raise _interrupted(started) from None
+    outcome, failed = _run_moves(go, started)
     typer.echo(json.dumps(outcome, ensure_ascii=False))
-    if failed is not None:
-        typer.echo(failed, err=True)
-        raise typer.Exit(1)
+    _fail(failed)
 
 
 # ------------------------------------------------------------------------------ rebalancing
@@ -639,13 +652,7 @@ def rebalance(
             return None
         return await _carry_out(state, plan, started, as_json=as_json, force=show_progress)
 
-    try:
-        failed = run(go)
-    except KeyboardInterrupt:
-        raise _interrupted(started) from None
-    if failed is not None:
-        typer.echo(failed, err=True)
-        raise typer.Exit(1)
+    _fail(_run_moves(go, started))
 
 
 async def _carry_out(

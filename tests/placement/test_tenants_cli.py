@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,33 +29,19 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app.cli.tenants import Candidate, plan_moves
-from app.kit.db import EmbeddedMongo, free_port
+from app.kit.db import EmbeddedMongo
 from app.kit.watch import LocalWrites
 from app.tenancy.placement import Placement, Topology
 from tests.support.apps import app_client, make_settings, new_key
 from tests.support.cli import Cli, lines, no_traceback
 from tests.support.clients import PASSWORD
-from tests.support.processes import ROOT, stop_process
-from tests.support.stores import start_nx
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.realstore
 
 Api = tuple[httpx.AsyncClient, FastAPI]
 PHASES = ["queued", "copying", "indexes", "verifying", "switching", "dropping_source", "done"]
 LINE = re.compile(r"^(?P<slug>\S+): (?P<phase>[a-z_]+) (?P<copied>\d+)/(?P<total>\d+) documents$")
-
-
-@pytest.fixture(scope="module")
-def stores(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[EmbeddedMongo, EmbeddedMongo]]:
-    """Two nx-27017 processes of this module's own: the clusters `main` and `eu`."""
-    main = EmbeddedMongo(tmp_path_factory.mktemp("tenants_main"), port=free_port())
-    eu = EmbeddedMongo(tmp_path_factory.mktemp("tenants_eu"), port=free_port())
-    procs = [start_nx(main), start_nx(eu)]
-    yield main, eu
-    for proc in procs:
-        stop_process(proc)
 
 
 @dataclass
@@ -109,8 +95,8 @@ class Site:
 
 
 @pytest.fixture
-async def site(stores: tuple[EmbeddedMongo, EmbeddedMongo]) -> AsyncIterator[Site]:
-    main_server, eu_server = stores
+async def site(clusters: tuple[EmbeddedMongo, ...]) -> AsyncIterator[Site]:
+    main_server, eu_server = clusters
     main: AsyncMongoClient[Any] = AsyncMongoClient(
         main_server.url, tz_aware=True, event_listeners=[LocalWrites()]
     )
