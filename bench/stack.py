@@ -67,8 +67,9 @@ class Stack:
         return url
 
     def launch_store(self, name: str) -> tuple[Child, str]:
-        """An nx-27017 store of its own (its own SQLite file: nx-27017 keeps every logical
-        database of a store in one namespace, so a second database would not be apart)."""
+        """An nx-27017 store process of its own, with its own data directory (one SQLite file
+        per database, as the launcher runs it): a separate process stands in for a separate
+        cluster, whose load and failures are its own."""
         nx = EmbeddedMongo(self.tmp / name, port=free_port())
         nx.data_dir.mkdir(parents=True)
         child = Child(name, log_path=self.tmp / f"{name}.log")
