@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=_sizes,
         default=None,
         metavar="N,N,...",
-        help="figure 12: organizations at each size, ascending (1000,10000,30000; "
+        help="figure 12: organizations at each size, ascending (1000,10000,50000; "
         "--quick: 200,1000,2000)",
     )
     p.add_argument(
