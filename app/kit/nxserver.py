@@ -1,4 +1,4 @@
-"""Launch the embedded `nx-27017` store, with fixes for five of its gaps.
+"""Launch the embedded `nx-27017` store, with fixes for six of its gaps.
 
 1. nx-27017 0.8 serves `renameCollection` by renaming its cached collection object in place, but
    leaves that object cached under the *old* name too: afterwards, `org_old` still reads, and a
@@ -90,6 +90,40 @@
    Patch 4's case (two databases on one connection) no longer arises in this mode.
    (`tests/tenancy/test_store_databases.py` pins it.)
 
+6. Its rename (neosqlite's `Collection.rename`) renames the table in O(1) (`ALTER TABLE ...
+   RENAME`), but then renames each of the collection's indexes, `idx_<old>_<key>` to
+   `idx_<new>_<key>`, by dropping it and creating it again (SQLite has no `ALTER INDEX ...
+   RENAME`), which reads every document: O(n) in the collection's size (bench figure 4: 100,000
+   documents took 29 times as long as 10). In MongoDB, `renameCollection` within a database is
+   a metadata change. An index's name is metadata in SQLite too: its entry in the schema table
+   (`name`, and the name in its `CREATE INDEX` text); its b-tree (`rootpage`) does not hold it.
+   We rename those entries in place, as SQLite's documentation describes for schema changes
+   that leave the stored content alone (lang_altertable.html, "Making other kinds of table
+   schema changes"): in a transaction, `PRAGMA writable_schema`, `UPDATE sqlite_master` of the
+   name and of the name in the text (nothing else: same `tbl_name`, `rootpage`, index
+   expression), `PRAGMA schema_version` one higher (every connection to the file, this one
+   included, reloads its schema before its next statement), `writable_schema` off; then we
+   check that SQLite's reloaded schema has exactly the new names. neosqlite's rename then runs
+   unchanged in the same transaction (the table, its FTS tables and triggers, as before) and
+   finds no index left to rebuild. Index names that would still look like the old name's
+   (`org_a` to `org_a_b`: `idx_org_a_b_x` starts with `idx_org_a_`, so neosqlite would rename
+   it again) are parked under a name of ours first and given their final name after it.
+   neosqlite's key table (`neosqlite_index_keys`) follows the names, and the planner's
+   statistics of the old names (`sqlite_stat1`/`sqlite_stat4`, if any) go as `DROP INDEX`
+   dropped them. The whole rename (table, indexes, FTS tables, triggers) is now one
+   transaction: an error or a crash leaves the old names or the new ones, never a mix
+   (neosqlite's ran statement by statement, so a failing index creation could leave the table
+   renamed without that index). Where the rewrite does not apply (an index whose text is not
+   `CREATE [UNIQUE] INDEX <name> ...`, a new name taken by another object, a SQLite that
+   refuses `writable_schema`, as with `SQLITE_DBCONFIG_DEFENSIVE`), nothing is rewritten and
+   neosqlite rebuilds the indexes as before (in O(n), but now in one transaction). The patch
+   sits beneath patch 1 (whose cache move then happens only once the rename is committed) and
+   marks itself `_orgsvc_metadata_rename`, as patch 1 already marks the same method
+   `_orgsvc_patched`. (`tests/tenancy/test_store_rename.py` pins it: no index is created or
+   dropped, the SQLite instructions run and the pages written do not grow with the documents,
+   the schema left is neosqlite's, and a failed rename changes nothing. An unchanged `rootpage`
+   would prove nothing: a rebuilt index mostly gets its old root page back from the freelist.)
+
 Every patch is idempotent. Run as `python -m app.kit.nxserver [nx-27017 options]`.
 """
 
@@ -97,6 +131,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -203,6 +238,7 @@ def _patch_rename_cache() -> None:
             cache[new_name] = self
 
     rename._orgsvc_patched = True  # type: ignore[attr-defined]
+    rename.__wrapped__ = original  # type: ignore[attr-defined]  # (patch 6 looks beneath)
     Collection.rename = rename
 
 
@@ -521,6 +557,188 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+# Patch 6: a collection's indexes renamed in SQLite's schema table instead of rebuilt.
+_RENAME_SAVEPOINT = "orgsvc_rename"
+_MOVES_SAVEPOINT = "orgsvc_rename_indexes"
+_PARKED = "orgsvc_renaming_index_{}"  # an index's name between the two moves (see 6)
+_INDEX_HEADS = ("CREATE INDEX ", "CREATE UNIQUE INDEX ")  # as SQLite stores them
+# The planner's statistics (if ANALYZE made them), by index name: DROP INDEX deleted them.
+_STAT_DELETES = {
+    "sqlite_stat1": "DELETE FROM sqlite_stat1 WHERE idx = ?",
+    "sqlite_stat4": "DELETE FROM sqlite_stat4 WHERE idx = ?",
+}
+
+
+class _NotMoved(Exception):
+    """The schema was not rewritten as intended (rolled back: neosqlite rebuilds instead)."""
+
+
+def _patch_metadata_rename() -> None:
+    # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
+    from neosqlite import sql_utils
+    from neosqlite.collection import Collection
+
+    original = Collection.rename
+    if _marked(original, "_orgsvc_metadata_rename"):
+        return
+
+    def rename(self: Any, new_name: str) -> None:
+        old_name = self.name
+        if new_name == old_name or not isinstance(new_name, str):
+            original(self, new_name)  # neosqlite's no-op (or error)
+            return
+        try:
+            sql_utils.quote_table_name(new_name)
+        except ValueError:
+            original(self, new_name)  # neosqlite's error, before any change
+            return
+        db = self.db
+        try:
+            with _atomically(db, _RENAME_SAVEPOINT):
+                parked = _move_indexes_aside(db, old_name, new_name, sql_utils.quote_identifier)
+                original(self, new_name)  # finds no `idx_<old>_` index left to rebuild
+                if parked:
+                    _rewrite_index_entries(db, new_name, parked)
+        except BaseException:
+            self.name = old_name  # (neosqlite names it before its last step)
+            raise
+
+    rename._orgsvc_metadata_rename = True  # type: ignore[attr-defined]
+    rename.__wrapped__ = original  # type: ignore[attr-defined]
+    Collection.rename = rename
+
+
+def _marked(function: object, marker: str) -> bool:
+    """Whether `function`, or one it wraps (`__wrapped__`), carries `marker`."""
+    seen = 0
+    while function is not None and seen < 10:
+        if getattr(function, marker, False):
+            return True
+        function, seen = getattr(function, "__wrapped__", None), seen + 1
+    return False
+
+
+@contextlib.contextmanager
+def _atomically(db: Any, savepoint: str) -> Iterator[None]:
+    """One transaction (a savepoint inside one already open): committed, or rolled back on any
+    exception. `BEGIN IMMEDIATE` takes the write lock at once, as every step here writes."""
+    nested = db.in_transaction
+    db.execute(f"SAVEPOINT {savepoint}" if nested else "BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute(f"RELEASE {savepoint}" if nested else "COMMIT")
+    except BaseException:
+        if nested:
+            db.execute(f"ROLLBACK TO {savepoint}")
+            db.execute(f"RELEASE {savepoint}")
+        elif db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _renamed_index_sql(sql: str, name: str, new_name: str) -> str | None:
+    """An index's `CREATE INDEX` text under `new_name`, or None if the text does not begin with
+    `CREATE [UNIQUE] INDEX <name> ` as SQLite stores neosqlite's (then it is not rewritten)."""
+    for head in _INDEX_HEADS:
+        if sql.startswith(f"{head}{name} "):
+            return f"{head}{new_name}{sql[len(head) + len(name) :]}"
+    return None
+
+
+def _move_indexes_aside(
+    db: Any, old_name: str, new_name: str, quote_identifier: Callable[[str], str]
+) -> list[tuple[str, str]]:
+    """Rename the indexes that neosqlite's rename would rebuild, `idx_<old>_<key>` of the table
+    `old_name`, to `idx_<new>_<key>`, in the schema table (see 6). Those whose new name still
+    starts with `idx_<old>_` (neosqlite would take them for old ones) get a parking name instead:
+    returned as (parking name, final name), for `_rewrite_index_entries` after neosqlite's
+    rename. Nothing is changed (and neosqlite rebuilds them all, as before) if any of the names
+    given is taken, if an index's text is not as expected, or if SQLite does not take the
+    rewrite."""
+    from neosqlite._sqlite import sqlite3  # (the sqlite3 module neosqlite connects with)
+
+    old_prefix = f"idx_{old_name}_"
+    rows = db.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 COLLATE NOCASE"
+        " AND sql IS NOT NULL",
+        (old_name,),
+    ).fetchall()
+    moves: list[tuple[str, str, str]] = []  # (name, name given now, final name)
+    parked: list[tuple[str, str]] = []
+    for name, sql in rows:
+        if not name.startswith(old_prefix):
+            continue  # not one of neosqlite's: it leaves it alone, and so do we
+        try:
+            final = quote_identifier(f"idx_{new_name}_{name[len(old_prefix) :]}")
+        except ValueError:
+            return []  # (neosqlite's rename refuses the name itself)
+        given = final
+        if final.startswith(old_prefix):
+            given = _PARKED.format(len(parked))
+            parked.append((given, final))
+        if _renamed_index_sql(sql, name, given) is None:
+            return []
+        moves.append((name, given, final))
+    if not moves:
+        return []
+    wanted = [name for _, given, final in moves for name in {given, final}]
+    taken = db.execute(  # (an index's name is also not that of a table, view or trigger)
+        "SELECT 1 FROM sqlite_master WHERE lower(name) IN"
+        " (SELECT lower(value) FROM json_each(?)) LIMIT 1",
+        (json.dumps(wanted),),
+    ).fetchone()
+    if taken is not None:
+        return []  # neosqlite's rename fails on it as before (and is rolled back whole)
+    try:
+        with _atomically(db, _MOVES_SAVEPOINT):
+            _rewrite_index_entries(db, old_name, [(name, given) for name, given, _ in moves])
+            # neosqlite's own bookkeeping, by index name (as its rename and DROP INDEX did)
+            if _has_table(db, "neosqlite_index_keys"):
+                db.executemany(
+                    "UPDATE neosqlite_index_keys SET index_name = ? WHERE index_name = ?",
+                    [(final, name) for name, _, final in moves],
+                )
+            for stat, delete in _STAT_DELETES.items():
+                if _has_table(db, stat):
+                    db.executemany(delete, [(name,) for name, _, _ in moves])
+    except (_NotMoved, sqlite3.Error):
+        return []  # rolled back: neosqlite rebuilds them, as before
+    return parked
+
+
+def _rewrite_index_entries(db: Any, table: str, renames: list[tuple[str, str]]) -> None:
+    """Rename indexes of `table` in the schema table, (name, new name) each, as SQLite's
+    documentation has it: `writable_schema`, the rows' `name` and `sql`, `schema_version` one
+    higher (every connection reloads its schema), `writable_schema` off; then check that the
+    reloaded schema lists the new names and none of the old. Run inside a transaction."""
+    db.execute("PRAGMA writable_schema = ON")
+    try:
+        for name, new_name in renames:
+            (sql,) = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+            ).fetchone()
+            new_sql = _renamed_index_sql(sql, name, new_name)
+            if new_sql is None:
+                raise _NotMoved(name)
+            changed = db.execute(
+                "UPDATE sqlite_master SET name = ?, sql = ? WHERE type = 'index' AND name = ?",
+                (new_name, new_sql, name),
+            ).rowcount
+            if changed != 1:
+                raise _NotMoved(name)
+        (version,) = db.execute("PRAGMA schema_version").fetchone()
+        db.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema = OFF")
+    listed = {row[0] for row in db.execute("SELECT name FROM pragma_index_list(?)", (table,))}
+    if not {new for _, new in renames} <= listed or listed & {old for old, _ in renames}:
+        raise _NotMoved(f"{table}: SQLite lists {sorted(listed)}")
+
+
+def _has_table(db: Any, name: str) -> bool:
+    return bool(db.execute("SELECT 1 FROM pragma_table_info(?) LIMIT 1", (name,)).fetchone())
+
+
 SINGLE_NAMESPACE_REFUSED = (
     "app.kit.nxserver: nx-27017's single-file mode (--db FILE, or no --data-dir) keeps every "
     "database in one namespace, unlike MongoDB; give --data-dir DIR (one SQLite file per "
@@ -544,6 +762,7 @@ def shares_one_namespace(argv: Sequence[str]) -> bool:
 
 def patch() -> None:
     """Apply every fix to the nx-27017 modules of this process (idempotent)."""
+    _patch_metadata_rename()  # (before 1, which wraps it: see 6)
     _patch_rename_cache()
     _patch_unicode_identifiers()
     _patch_lost_stream_triggers()
