@@ -576,7 +576,7 @@ class _NotMoved(Exception):
 def _patch_metadata_rename() -> None:
     # Imported here: nx-27017 is a development extra, loaded only by this launcher's process.
     from neosqlite import sql_utils
-    from neosqlite.collection import Collection
+    from neosqlite.collection import Collection  # (the class whose rename this wraps)
 
     original = Collection.rename
     if _marked(original, "_orgsvc_metadata_rename"):

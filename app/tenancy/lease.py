@@ -11,7 +11,6 @@ A background task renews the lease every third of its length during long steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 
@@ -48,6 +47,7 @@ class Hold:
         self.lease_seconds = lease_seconds
         self.lost = False
         self.committed = False
+        self._closing = False
         self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Hold:
@@ -60,15 +60,24 @@ class Hold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        renewer, self._renewer = self._renewer, None
+        if renewer is None:
+            return
+        # The loop also ends by itself at its next turn: on Python 3.11 a cancellation that
+        # lands while a renewal's write completes can be lost (`asyncio.wait_for` in the
+        # driver swallows it), and the renewals would go on, and this exit wait, for ever.
+        self._closing = True
+        while not renewer.done():
+            renewer.cancel()
+            await asyncio.wait({renewer}, timeout=0.1)
+        if not renewer.cancelled() and renewer.exception() is not None:
+            log.warning("lease renewal of %s ended: %r", self.op_id, renewer.exception())
 
     async def _renew_loop(self) -> None:
-        while not self.lost:
+        while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            if self.lost or self._closing:
+                return
             try:
                 if not await self.ops.renew(
                     self.op_id, fence=self.fence, lease_seconds=self.lease_seconds
