@@ -220,14 +220,8 @@ async def _start_and_follow(
 
 
 async def _stop_copy(state: AppState, started: _Started) -> None:
-    """Stop this process's copy of the move (its intent stays), and note whether the move
-    ended first. The task is cancelled until it is done: on Python 3.11 one cancellation can be
-    lost (`asyncio.wait_for`, which the driver uses, swallows it when the awaited operation
-    completes at the same moment), and the copy would then run on to its end."""
-    task = None if started.op_id is None else _copy_task(started.op_id)
-    while task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+    """Stop this process's copy of the move (its intent stays; `Moves.stop` cancels until the
+    copy has ended), and note whether the move ended first."""
     await state.moves.stop()
     if started.op_id is not None:
         record = await state.moves.get(started.op_id)

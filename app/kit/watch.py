@@ -46,6 +46,7 @@ from pymongo.monitoring import (
 )
 
 from app.kit.store import Collection
+from app.kit.tasks import cancel_and_wait
 
 log = logging.getLogger("orgsvc.watch")
 
@@ -142,8 +143,7 @@ class ChangeFeed:
         self.fresh_at = -math.inf
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_SECONDS)
+            await cancel_and_wait(self._task, within=STOP_TIMEOUT_SECONDS)
             self._task = None
 
     async def _run(self) -> None:

@@ -26,7 +26,6 @@ source, and the record unlocked with an `organization.moved` whose placement is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from app.audit.service import Actor, AuditService, RequestMeta
 from app.kit.errors import AppError, NotFound, OperationInProgress
 from app.kit.events import DomainEvent, EventHook
 from app.kit.store import Collection, Database, Doc, Record, StoredTime, StoreError, utcnow
+from app.kit.tasks import cancel_and_wait
 from app.organizations.events import event_actor, org_event
 from app.organizations.records import Organization
 from app.organizations.repository import OrganizationRepository
@@ -235,16 +235,9 @@ class Moves:
         of any replica resumes them when their lease ends)."""
         deadline = asyncio.get_running_loop().time() + STOP_SECONDS
         for task in list(self._tasks):
-            # Cancelled again until it ends: on Python 3.11 a cancellation that lands inside
-            # `asyncio.wait_for` (PyMongo's socket writes) can be lost, and the copy goes on.
-            while not task.done() and asyncio.get_running_loop().time() < deadline:
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.1)
-            if not task.done():
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            if not await cancel_and_wait(task, within=left):
                 log.warning("move task %s still running at shutdown", task.get_name())
-                continue
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                task.result()
 
     # ---------------------------------------------------------------- the steps
     async def run(self, op: MoveOp, hold: Hold) -> str:

@@ -258,10 +258,7 @@ class OrganizationRepository:
         return res.deleted_count == 1
 
     async def count_active(self) -> int:
-        return await self._count({"status": {"$eq": ACTIVE}})
-
-    async def _count(self, query: Doc) -> int:
-        return await count(self.col, query)
+        return await count(self.col, {"status": {"$eq": ACTIVE}})
 
     async def page(self, f: OrgFilter, *, limit: int) -> list[Organization]:
         """Up to `limit` organizations matching `f`, in order-key order."""
@@ -277,10 +274,10 @@ class OrganizationRepository:
         """How many organizations match `f` (an organization whose slug and display name both
         match counts once)."""
         queries = list_queries(f)
-        total = sum([await self._count(query) for query in queries])
+        total = sum([await count(self.col, query) for query in queries])
         if len(queries) == 2:
             both = {**queries[0], "display_key": queries[1]["display_key"]}
-            total -= await self._count(both)
+            total -= await count(self.col, both)
         return total
 
     async def upgrade_v2(self) -> int:

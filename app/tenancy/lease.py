@@ -16,6 +16,7 @@ from types import TracebackType
 
 from app.kit.errors import AppError
 from app.kit.store import StoreError
+from app.kit.tasks import cancel_and_wait
 from app.tenancy.operations import OperationRepository
 
 log = logging.getLogger("orgsvc.lease")
@@ -67,9 +68,7 @@ class Hold:
         # lands while a renewal's write completes can be lost (`asyncio.wait_for` in the
         # driver swallows it), and the renewals would go on, and this exit wait, for ever.
         self._closing = True
-        while not renewer.done():
-            renewer.cancel()
-            await asyncio.wait({renewer}, timeout=0.1)
+        await cancel_and_wait(renewer)
         if not renewer.cancelled() and renewer.exception() is not None:
             log.warning("lease renewal of %s ended: %r", self.op_id, renewer.exception())
 
