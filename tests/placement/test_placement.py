@@ -167,6 +167,20 @@ async def wait_done(site: Site, op_id: str, headers: dict[str, str]) -> dict[str
     raise AssertionError(f"move {op_id} did not end: {res.json()}")
 
 
+async def move_events(site: Site, org_id: str, at_least: int) -> list[dict[str, Any]]:
+    """The organization's `organization.moving`/`moved` events in the feed, once it has
+    `at_least` of them (the publisher puts an event in the feed a moment after its write)."""
+    headers = await site.operator("events:read")
+    for _ in range(100):
+        res = await site.http.get("/events", params={"organization_id": org_id}, headers=headers)
+        assert res.status_code == 200, res.text
+        found = [e for e in res.json()["items"] if e["type"].startswith("organization.mov")]
+        if len(found) >= at_least:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} move events in the feed: {found}")
+
+
 async def test_a_move_across_clusters_keeps_every_document_and_index(site: Site) -> None:
     name = unique("Mover")
     org, token = await create_and_login(site.http, name)
@@ -211,13 +225,8 @@ async def test_a_move_across_clusters_keeps_every_document_and_index(site: Site)
     got = await site.http.get("/org/get", params={"organization_name": name}, headers=bearer(token))
     assert got.json()["placement"] == target
     # The events around it: moving (still at the source), then moved (at the target).
-    events = await site.http.get(
-        "/events", params={"organization_id": org["organization_id"]},
-        headers=await site.operator("events:read"),
-    )  # fmt: skip
-    assert events.status_code == 200, events.text
-    feed = [(e["type"], e["data"]["placement"]) for e in events.json()["items"]
-            if e["type"].startswith("organization.mov")]  # fmt: skip
+    events = await move_events(site, org["organization_id"], at_least=2)
+    feed = [(e["type"], e["data"]["placement"]) for e in events]
     assert feed == [("organization.moving", source), ("organization.moved", target)], feed
 
 
@@ -307,11 +316,8 @@ async def test_a_move_whose_source_changed_is_rolled_back_and_the_source_kept(
         "/org/update", json={"organization_name": unique("Still Here")}, headers=bearer(token)
     )
     assert renamed.status_code == 200, renamed.text  # unlocked
-    events = await site.http.get(
-        "/events", params={"organization_id": org["organization_id"]},
-        headers=await site.operator("events:read"),
-    )  # fmt: skip
-    moved = [e["data"] for e in events.json()["items"] if e["type"] == "organization.moved"]
+    events = await move_events(site, org["organization_id"], at_least=2)
+    moved = [e["data"] for e in events if e["type"] == "organization.moved"]
     assert [(d["outcome"], d["placement"]) for d in moved] == [("rolled_back", source)]
 
 
@@ -394,7 +400,13 @@ async def test_a_resumed_move_never_drops_a_name_given_again_meanwhile(site: Sit
             break
         await asyncio.sleep(0.02)
     assert got.json()["placement"] == target
-    await svc.moves.stop()  # the stopped copy's task has ended: its hold renews no lease
+    # Until the copy's task has stopped at the fault by itself (its counts written, its hold
+    # renewing no lease): cancelling it could land before the counts and skew the next choice.
+    for _ in range(200):
+        if not svc.moves._tasks:
+            break
+        await asyncio.sleep(0.02)
+    assert not svc.moves._tasks
     svc.moves.ctx = replace(svc.moves.ctx, fault=lambda point: None)
     renamed = await site.http.put(
         "/org/update", json={"organization_name": unique("Renamed Holder")}, headers=bearer(token)
