@@ -53,6 +53,37 @@ class LoadResult:
     p99_ms: float
     max_ms: float
 
+    @classmethod
+    def of(
+        cls,
+        latencies: list[float],
+        *,
+        tool: str,
+        method: str,
+        path: str,
+        connections: int,
+        duration_s: float,
+        ok: int,
+        socket_errors: int = 0,
+    ) -> LoadResult:
+        """A result measured in this process: one latency (seconds) per response received."""
+        lat = sorted(latencies)
+        return cls(
+            tool=tool,
+            method=method,
+            path=path,
+            connections=connections,
+            duration_s=duration_s,
+            requests=len(lat),
+            ok=ok,
+            non_ok=len(lat) - ok,
+            socket_errors=socket_errors,
+            p50_ms=percentile(lat, 50) * 1000,
+            p90_ms=percentile(lat, 90) * 1000,
+            p99_ms=percentile(lat, 99) * 1000,
+            max_ms=(lat[-1] if lat else 0.0) * 1000,
+        )
+
     @property
     def rps(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
@@ -279,21 +310,15 @@ class _HttpxRun(threading.Thread):
 
             await asyncio.gather(*(worker(i + 1) for i in range(spec.connections)))
             elapsed = time.perf_counter() - started
-        latencies.sort()
-        return LoadResult(
+        return LoadResult.of(
+            latencies,
             tool="httpx",
             method=spec.method,
             path=spec.path,
             connections=spec.connections,
             duration_s=elapsed,
-            requests=len(latencies),
             ok=counts["ok"],
-            non_ok=counts["non_ok"],
             socket_errors=counts["errors"],
-            p50_ms=percentile(latencies, 50) * 1000,
-            p90_ms=percentile(latencies, 90) * 1000,
-            p99_ms=percentile(latencies, 99) * 1000,
-            max_ms=(latencies[-1] if latencies else 0.0) * 1000,
         )
 
     def wait(self) -> LoadResult:

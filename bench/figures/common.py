@@ -3,9 +3,12 @@ machine's noise as run notes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 
-from bench.common import FOREIGN_WARN_CORES, Doc
+from bench.common import FOREIGN_WARN_CORES, PASSWORD, Doc
 from bench.context import Context
 
 
@@ -34,3 +37,30 @@ def note_problems(ctx: Context, num: str, problems: list[str], cpu: dict[str, fl
             f"figure {num}: other work on the machine used {cpu['foreign_cores']:.2f} cores and "
             f"the hypervisor stole {cpu['steal_cores']:.2f}"
         )
+
+
+async def timed_creates(
+    url: str, tags: list[str], *, kind: str, clients: int
+) -> list[tuple[float, int, str]]:
+    """`POST /org/create` of one organization per tag ("Bench <kind> Create <tag>"), by
+    `clients` clients one create after another each: (seconds, status, body) per create."""
+    todo = iter(tags)
+    done: list[tuple[float, int, str]] = []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for tag in todo:
+            body = {
+                "organization_name": f"Bench {kind} Create {tag}",
+                "email": f"{kind.lower()}-create-{tag}@bench.example.com",
+                "password": PASSWORD,
+            }
+            t0 = time.perf_counter()
+            resp = await http.post("/org/create", json=body)
+            done.append((time.perf_counter() - t0, resp.status_code, resp.text))
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120.0, trust_env=False, limits=limits
+    ) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return done

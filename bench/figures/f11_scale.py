@@ -33,8 +33,8 @@ from pymongo.database import Database
 from app.kit.db import free_port
 from bench.common import PASSWORD, Doc, ratio, say
 from bench.context import Context
-from bench.figures.common import note_problems
-from bench.load import LoadGenerator, LoadResult, LoadSpec, percentile, run
+from bench.figures.common import note_problems, timed_creates
+from bench.load import LoadGenerator, LoadResult, LoadSpec, run
 from bench.procs import Child, CpuClock, wait_http
 from bench.record import Figure
 from bench.seed import _copies
@@ -207,47 +207,24 @@ def _create_round(ctx: Context, size: Size, r: int) -> None:
 
 
 async def _creates(ctx: Context, size: Size, r: int, n: int) -> None:
-    todo = iter(range(n))
-    limits = httpx.Limits(max_connections=CLIENTS)
-
-    async def client(http: httpx.AsyncClient) -> None:
-        for i in todo:
-            tag = f"{ctx.run_id}-{size.organizations}-{r}-{i}"
-            body = {
-                "organization_name": f"Bench Scale Create {tag}",
-                "email": f"scale-create-{tag}@bench.example.com",
-                "password": PASSWORD,
-            }
-            t0 = time.perf_counter()
-            resp = await http.post("/org/create", json=body)
-            size.create_latencies.append(time.perf_counter() - t0)
-            if resp.status_code == 201:
-                size.created += 1
-            else:
-                size.failed.append(f"create: {resp.status_code} {resp.text[:120]}")
-
-    async with httpx.AsyncClient(
-        base_url=size.url, timeout=120.0, trust_env=False, limits=limits
-    ) as http:
-        await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
+    tags = [f"{ctx.run_id}-{size.organizations}-{r}-{i}" for i in range(n)]
+    for took, status, text in await timed_creates(size.url, tags, kind="Scale", clients=CLIENTS):
+        size.create_latencies.append(took)
+        if status == 201:
+            size.created += 1
+        else:
+            size.failed.append(f"create: {status} {text[:120]}")
 
 
 def _create_result(size: Size) -> LoadResult:
-    lat = sorted(size.create_latencies)
-    return LoadResult(
+    return LoadResult.of(
+        size.create_latencies,
         tool=f"httpx, {CLIENTS} clients, {ROUNDS} batches of {CREATES // ROUNDS} creates",
         method="POST",
         path="/org/create",
         connections=CLIENTS,
         duration_s=size.create_s,
-        requests=len(lat),
         ok=size.created,
-        non_ok=len(lat) - size.created,
-        socket_errors=0,
-        p50_ms=percentile(lat, 50) * 1000,
-        p90_ms=percentile(lat, 90) * 1000,
-        p99_ms=percentile(lat, 99) * 1000,
-        max_ms=lat[-1] * 1000 if lat else 0.0,
     )
 
 

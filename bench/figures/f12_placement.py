@@ -77,8 +77,8 @@ from app.tenancy.operations import STARTED
 from app.tenancy.placement import MAIN, Placement
 from bench.common import PASSWORD, Doc, say
 from bench.context import Context
-from bench.figures.common import note_problems
-from bench.load import LoadGenerator, LoadResult, LoadSpec, percentile, run
+from bench.figures.common import note_problems, timed_creates
+from bench.load import LoadGenerator, LoadResult, LoadSpec, run
 from bench.procs import Child, CpuClock
 from bench.record import Figure
 
@@ -619,49 +619,26 @@ def _create_round(ctx: Context, layout: Layout, size: int, r: int, n: int) -> No
 
 
 async def _creates(ctx: Context, layout: Layout, point: Point, batch: str, n: int) -> None:
-    todo = iter(range(n))
-    limits = httpx.Limits(max_connections=CLIENTS)
-
-    async def client(http: httpx.AsyncClient) -> None:
-        for i in todo:
-            tag = f"{ctx.run_id}-{layout.key}-{batch}-{i}"
-            body = {
-                "organization_name": f"Bench Placement Create {tag}",
-                "email": f"placement-create-{tag}@bench.example.com",
-                "password": PASSWORD,
-            }
-            t0 = time.perf_counter()
-            resp = await http.post("/org/create", json=body)
-            point.create_latencies.append(time.perf_counter() - t0)
-            if resp.status_code == 201:
-                point.created += 1
-            else:
-                layout.failed.append(
-                    f"({layout.key}) create, batch {batch}: {resp.status_code} {resp.text[:120]}"
-                )
-
-    async with httpx.AsyncClient(
-        base_url=layout.url, timeout=120.0, trust_env=False, limits=limits
-    ) as http:
-        await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
+    tags = [f"{ctx.run_id}-{layout.key}-{batch}-{i}" for i in range(n)]
+    for took, status, text in await timed_creates(
+        layout.url, tags, kind="Placement", clients=CLIENTS
+    ):
+        point.create_latencies.append(took)
+        if status == 201:
+            point.created += 1
+        else:
+            layout.failed.append(f"({layout.key}) create, batch {batch}: {status} {text[:120]}")
 
 
 def _create_result(point: Point) -> LoadResult:
-    lat = sorted(point.create_latencies)
-    return LoadResult(
+    return LoadResult.of(
+        point.create_latencies,
         tool=f"httpx, {CLIENTS} clients, {ROUNDS} batches",
         method="POST",
         path="/org/create",
         connections=CLIENTS,
         duration_s=point.create_s,
-        requests=len(lat),
         ok=point.created,
-        non_ok=len(lat) - point.created,
-        socket_errors=0,
-        p50_ms=percentile(lat, 50) * 1000,
-        p90_ms=percentile(lat, 90) * 1000,
-        p99_ms=percentile(lat, 99) * 1000,
-        max_ms=lat[-1] * 1000 if lat else 0.0,
     )
 
 

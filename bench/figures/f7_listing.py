@@ -29,7 +29,7 @@ from app.organizations.profile import search_key
 from app.organizations.records import Organization
 from bench.common import FOREIGN_WARN_CORES, Doc, ratio, say
 from bench.context import Context
-from bench.load import LoadResult, percentile
+from bench.load import LoadResult
 from bench.procs import Child, CpuClock
 from bench.record import Figure
 from bench.seed import LISTING_PREFIX, ListingMatch, listing_records
@@ -127,21 +127,14 @@ def timed(ctx: Context, http: httpx.Client, sizes: list[Size]) -> dict[str, floa
     elapsed = time.perf_counter() - started
     cpu = clock.stop()
     for size in sizes:
-        lat = sorted(size.latencies)
-        size.load = LoadResult(
+        size.load = LoadResult.of(
+            size.latencies,
             tool="httpx, one client, one request at a time, alternating between the sizes",
             method="GET",
             path="/orgs?" + "&".join(f"{k}={v}" for k, v in PARAMS.items()),
             connections=1,
-            duration_s=sum(lat),
-            requests=len(lat),
-            ok=len(lat) - size.non_ok,
-            non_ok=size.non_ok,
-            socket_errors=0,
-            p50_ms=percentile(lat, 50) * 1000,
-            p90_ms=percentile(lat, 90) * 1000,
-            p99_ms=percentile(lat, 99) * 1000,
-            max_ms=lat[-1] * 1000,
+            duration_s=sum(size.latencies),
+            ok=len(size.latencies) - size.non_ok,
         )
         own = {child.name: cpu[child.name] for child in (size.service, size.store)}
         ctx.res.record(size.label, size.load, own)

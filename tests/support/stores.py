@@ -7,9 +7,12 @@ import tests). No pytest in here: the bench imports this module too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,59 @@ async def empty_store(client: AsyncMongoClient[Any]) -> None:
             continue
         for name in await client[database].list_collection_names():
             await client[database].drop_collection(name)
+
+
+def nx_code_roots() -> tuple[str, ...]:
+    """Where the code of nx-27017, neosqlite and the launcher lives (to count calls into it)."""
+    import neosqlite  # (a development extra: only tests that serve it in-process import it)
+    import nx_27017
+
+    import app.kit.nxserver as launcher
+
+    packages = (neosqlite.__file__, nx_27017.__file__)
+    return (*(str(Path(p).resolve().parent) for p in packages if p), launcher.__file__)
+
+
+@contextlib.contextmanager
+def nx_in_thread(
+    handler: Any, port: int, *, name: str, profile: Callable[..., object] | None = None
+) -> Iterator[str]:
+    """nx-27017's server for `handler` (the launcher's patches applied first by the caller) on
+    127.0.0.1:`port`, served by an event loop in a thread of this process; its URL once it
+    answers a ping. `profile` is the threading profile hook for the threads started meanwhile
+    (the handler runs in the loop's executor threads). Stopped, and the hook removed, after."""
+    from nx_27017.server import run_server  # (a development extra, as above)
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    server_task: list[asyncio.Task[None]] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        server_task.append(loop.create_task(run_server("127.0.0.1", port, handler)))
+        loop.call_soon(ready.set)
+        try:
+            loop.run_until_complete(server_task[0])
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    if profile is not None:
+        threading.setprofile(profile)
+    thread = threading.Thread(target=serve, name=name, daemon=True)
+    thread.start()
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        assert ready.wait(10)
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+        try:
+            client.admin.command("ping")
+        finally:
+            client.close()
+        yield url
+    finally:
+        threading.setprofile(None)
+        loop.call_soon_threadsafe(server_task[0].cancel)
+        thread.join(10)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.kit.db import EmbeddedMongo, free_port
 from app.kit.nxserver import SINGLE_NAMESPACE_REFUSED, patch, shares_one_namespace
 from tests.support.processes import ROOT
+from tests.support.stores import nx_code_roots, nx_in_thread
 
 Client = AsyncMongoClient[Any]
 
@@ -358,51 +358,17 @@ class InProcessStore:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessStore]:
     patch()  # the launcher's patches, in this process (idempotent)
-    import neosqlite
-    import nx_27017
-    from nx_27017.handler import NeoSQLiteHandler
-    from nx_27017.server import run_server
-
-    import app.kit.nxserver as launcher
+    from nx_27017.handler import NeoSQLiteHandler  # (a development extra)
 
     handler = NeoSQLiteHandler(data_dir=str(tmp_path_factory.mktemp("databases")))
     port = free_port()
-    packages = (neosqlite.__file__, nx_27017.__file__)
-    roots = (*(str(Path(p).resolve().parent) for p in packages if p), launcher.__file__)
-    found = InProcessStore(handler, f"mongodb://127.0.0.1:{port}/?directConnection=true", roots)
-
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    server_task: list[asyncio.Task[None]] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        server_task.append(loop.create_task(run_server("127.0.0.1", port, handler)))
-        loop.call_soon(ready.set)
-        try:
-            loop.run_until_complete(server_task[0])
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    # The handler runs in the loop's executor threads, started after this: they get the hook.
-    threading.setprofile(found._profile)
-    thread = threading.Thread(target=serve, name="nx-27017-databases", daemon=True)
-    thread.start()
+    found = InProcessStore(
+        handler, f"mongodb://127.0.0.1:{port}/?directConnection=true", nx_code_roots()
+    )
     try:
-        assert ready.wait(10)
-        client: MongoClient[Any] = MongoClient(found.url, serverSelectionTimeoutMS=5000)
-        try:
-            client.admin.command("ping")
-        finally:
-            client.close()
-        yield found
+        with nx_in_thread(handler, port, name="nx-27017-databases", profile=found._profile):
+            yield found
     finally:
-        threading.setprofile(None)
-        loop.call_soon_threadsafe(server_task[0].cancel)
-        thread.join(10)
         handler.close_all()
 
 

@@ -19,22 +19,21 @@ own process.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pymongo
 import pytest
-from pymongo import AsyncMongoClient, MongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument
 
 from app.kit.db import free_port
 from app.kit.nxserver import patch
 from app.tenancy.collections import TenantCollections
 from app.tenancy.placement import Clusters, Topology
+from tests.support.stores import nx_code_roots, nx_in_thread
 
 EXTRA = 1500  # tenant collections added between the two counts
 RUNS = 3  # of each operation at each size; the least is kept
@@ -81,58 +80,20 @@ class InProcessStore:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessStore]:
     patch()  # the launcher's patches, in this process (idempotent)
-    import neosqlite
-    import nx_27017
-    from nx_27017.handler import NeoSQLiteHandler
-    from nx_27017.server import run_server
-
-    import app.kit.nxserver as launcher
+    from nx_27017.handler import NeoSQLiteHandler  # (a development extra)
 
     path = tmp_path_factory.mktemp("scale") / "orgsvc.db"
     handler = NeoSQLiteHandler(db_path=str(path))
     port = free_port()
-    packages = (neosqlite.__file__, nx_27017.__file__)
-    roots = (*(str(Path(p).resolve().parent) for p in packages if p), launcher.__file__)
-    found = InProcessStore(handler, f"mongodb://127.0.0.1:{port}/?directConnection=true", roots)
+    found = InProcessStore(
+        handler, f"mongodb://127.0.0.1:{port}/?directConnection=true", nx_code_roots()
+    )
     handler.conn.db.set_progress_handler(found._vm_step, 1)
-
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    server_task: list[asyncio.Task[None]] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        server_task.append(loop.create_task(run_server("127.0.0.1", port, handler)))
-        loop.call_soon(ready.set)
-        try:
-            loop.run_until_complete(server_task[0])
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-    # The handler runs in the loop's executor threads, started after this: they get the hook.
-    threading.setprofile(found._profile)
-    thread = threading.Thread(target=serve, name="nx-27017-in-process", daemon=True)
-    thread.start()
     try:
-        assert ready.wait(10)
-        _wait_answers(found.url)
-        yield found
+        with nx_in_thread(handler, port, name="nx-27017-in-process", profile=found._profile):
+            yield found
     finally:
-        threading.setprofile(None)
-        loop.call_soon_threadsafe(server_task[0].cancel)
-        thread.join(10)
         handler.conn.db.set_progress_handler(None, 1)
-
-
-def _wait_answers(url: str) -> None:
-    client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=5000)
-    try:
-        client.admin.command("ping")
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
